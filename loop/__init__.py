@@ -1,0 +1,1 @@
+"""sessionguard.loop"""

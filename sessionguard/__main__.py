@@ -1,0 +1,3 @@
+from sessionguard.cli import main
+
+raise SystemExit(main())
