@@ -1,0 +1,502 @@
+"""The explicit-state checker: breadth-first search over a design's states.
+
+Breadth-first order makes every counterexample the shortest one: the first
+time a property fails, no shorter path to a failing state or step exists.
+The search keeps one parent per state, so a counterexample is rebuilt by
+walking parents back and then replaying the steps forward through the rules,
+which also proves that it is a real path.
+
+Liveness (SPEC 9) is checked on the whole reachable graph: a state is
+*settled* when nothing is left to do but wait for new input and every session
+is open (a new message would be processed); every reachable state must still
+be able to reach a settled one by internal steps alone (no new fault, no new
+message).  A state that cannot, and in which some call hangs, gets the user's
+way out: one recovery /stop per session, then internal steps again.
+
+Every knob is one field of `CheckerConfig`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from .design import Design
+from .properties import (
+    PROPERTIES,
+    Invariant,
+    Liveness,
+    Property,
+    StepInvariant,
+    holders,
+)
+from .symmetry import canonical
+from .vocabulary import TEXT, Bounds, Message, State, Step, Trace
+from .world import World
+
+HOLDS = "holds"
+VIOLATED = "violated"
+INCOMPLETE = "incomplete"
+
+
+@dataclass(kw_only=True)
+class CheckerConfig:
+    """How the checker searches.
+
+    max_states: stop with an "incomplete" verdict after this many states.
+    max_seconds: stop with an "incomplete" verdict after this much time.
+    symmetry: merge states that differ only by a renaming of session keys.
+    by_rule: also keep the shortest counterexample for each rule whose step
+        first broke a property (an easy bug then never hides a subtle one).
+    properties: the properties to check (all when None).
+    progress: called about once a second with the statistics so far.
+    """
+
+    max_states: int = 5_000_000
+    max_seconds: float = 600.0
+    symmetry: bool = True
+    by_rule: bool = False
+    properties: tuple[Property, ...] | None = None
+    progress: Callable[[Stats], None] | None = None
+
+
+@dataclass
+class Stats:
+    states: int = 0
+    transitions: int = 0
+    depth: int = 0
+    seconds: float = 0.0
+
+    @property
+    def states_per_second(self) -> float:
+        return self.states / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class Verdict:
+    prop: Property
+    status: str
+    condition: str | None = None
+    trace: Trace | None = None
+    by_rule: dict[str, Trace] = field(default_factory=dict)
+    known: str | None = None  # the design declares this violation, with the reason
+
+
+@dataclass
+class Report:
+    design: str
+    bounds: Bounds
+    verdicts: list[Verdict]
+    stats: Stats
+    complete: bool
+    stopped_by: str | None = None  # "states" or "seconds" when the search was cut short
+
+    @property
+    def undeclared(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.status == VIOLATED and v.known is None]
+
+
+# An edge that broke a property: (source index, target index, the step's rule).
+_Edge = tuple[int, int, str]
+
+
+class _Graph:
+    """The states found so far, each with one BFS parent."""
+
+    def __init__(self, canon: Callable[[State], State]) -> None:
+        self.canon = canon
+        self.index: dict[State, int] = {}
+        self.states: list[State] = []
+        self.parent: list[int] = []
+        self.depth: list[int] = []
+
+    def add(self, state: State, parent: int) -> tuple[int, bool]:
+        i = self.index.get(state)
+        if i is not None:
+            return i, False
+        i = len(self.states)
+        self.index[state] = i
+        self.states.append(state)
+        self.parent.append(parent)
+        self.depth.append(self.depth[parent] + 1 if parent >= 0 else 0)
+        return i, True
+
+    def path(self, i: int) -> list[int]:
+        out = []
+        while i >= 0:
+            out.append(i)
+            i = self.parent[i]
+        return out[::-1]
+
+
+def is_internal(step: Step) -> bool:
+    """A step the system takes on its own: no new fault, no new inbound message."""
+    return step.fault is None and step.message is None
+
+
+def has_hang(state: State) -> bool:
+    return any(t.hung for t in state.tasks) or any(h.hung for h in state.handlers)
+
+
+def session_open(design: Design, state: State, k: int) -> bool:
+    """Would a new text message for session k be processed (not queued as busy)?"""
+    w = World(state)
+    m = len(w.messages)
+    w.messages.append(Message(TEXT, k))
+    design.inbound(w, k, m)
+    return m not in (w.sessions[k].pending or ())
+
+
+def unsettled(design: Design, state: State, quiescent: bool) -> str | None:
+    """None if the state is settled; otherwise what is still wrong in it."""
+    if not quiescent:
+        return "work is still in progress"
+    held_by_hung = set()
+    for t in state.tasks:
+        if t.hung:
+            for lv in t.levels:
+                held_by_hung.update(lv.event)
+    for h in state.handlers:
+        if h.hung:
+            held_by_hung.add(h.mid)
+    for k, s in enumerate(state.sessions):
+        if s.pending:
+            names = ", ".join(f"m{m}" for m in s.pending)
+            return f"P[k{k}] still holds {names} and nothing will ever run them"
+    for m, msg in enumerate(state.messages):
+        if msg.fate is None and m not in held_by_hung:
+            return f"m{m} ({msg.kind}) never reached a fate"
+    if not state.stopped:
+        for k in range(len(state.sessions)):
+            if not session_open(design, state, k):
+                return f"session k{k} stays busy: every new message would be answered as busy"
+    return None
+
+
+def check(design: Design, bounds: Bounds, config: CheckerConfig | None = None) -> Report:
+    """Explore every state of `design` within `bounds`; judge every property."""
+    config = config or CheckerConfig()
+    props = config.properties or PROPERTIES
+    invariants = [p for p in props if isinstance(p, Invariant)]
+    step_invariants = [p for p in props if isinstance(p, StepInvariant)]
+    liveness = [p for p in props if isinstance(p, Liveness)]
+    canon = canonical if config.symmetry else (lambda s: s)
+
+    graph = _Graph(canon)
+    stats = Stats()
+    started = time.perf_counter()
+    last_progress = started
+    first: dict[str, _Edge] = {}  # property -> the first edge that broke it
+    per_rule: dict[tuple[str, str], _Edge] = {}
+    bad_state: list[frozenset[str]] = []  # invariants failing in each state
+    rev: list[list[int]] = []  # internal edges, reversed (for liveness)
+    quiescent: list[bool] = []
+
+    def judge_state(i: int) -> None:
+        s = graph.states[i]
+        bad_state.append(frozenset(p.name for p in invariants if p.check(s) is not None))
+        rev.append([])
+        quiescent.append(True)
+
+    init = canon(design.initial(bounds))
+    graph.add(init, -1)
+    judge_state(0)
+    for p in invariants:
+        if p.name in bad_state[0]:
+            first[p.name] = (-1, 0, "initial")
+
+    queue: deque[int] = deque([0])
+    stopped_by: str | None = None
+    while queue:
+        i = queue.popleft()
+        s = graph.states[i]
+        for step, nxt in design.successors(s, bounds):
+            stats.transitions += 1
+            c = canon(nxt)
+            j, new = graph.add(c, i)
+            if new:
+                judge_state(j)
+                queue.append(j)
+            if is_internal(step):
+                quiescent[i] = False
+                rev[j].append(i)
+            for name in bad_state[j] - bad_state[i]:
+                first.setdefault(name, (i, j, step.rule))
+                if config.by_rule:
+                    per_rule.setdefault((name, _rule_group(step)), (i, j, step.rule))
+            for sp in step_invariants:
+                if sp.check(s, step, nxt) is not None:
+                    first.setdefault(sp.name, (i, j, step.rule))
+                    if config.by_rule:
+                        per_rule.setdefault((sp.name, _rule_group(step)), (i, j, step.rule))
+        stats.states = len(graph.states)
+        now = time.perf_counter()
+        if now - last_progress >= 1.0:
+            last_progress = now
+            stats.depth = graph.depth[i]
+            stats.seconds = now - started
+            if config.progress:
+                config.progress(stats)
+            if stats.seconds > config.max_seconds:
+                stopped_by = "seconds"
+                break
+        if stats.states >= config.max_states:
+            stopped_by = "states"
+            break
+
+    stats.states = len(graph.states)
+    stats.depth = max(graph.depth)
+    complete = stopped_by is None
+
+    live_failure: int | None = None
+    if liveness and complete:
+        live_failure = _check_liveness(design, bounds, graph, rev, quiescent, config, started)
+        if live_failure is None and time.perf_counter() - started > config.max_seconds:
+            complete, stopped_by = False, "seconds"
+    stats.seconds = time.perf_counter() - started
+
+    verdicts = []
+    for p in props:
+        v = Verdict(p, HOLDS, known=None)
+        if p.name in first:
+            v.status = VIOLATED
+            v.trace, v.condition = _counterexample(design, bounds, graph, p, first[p.name])
+            for (name, _group), edge in sorted(per_rule.items()):
+                if name == p.name:
+                    trace, _ = _counterexample(design, bounds, graph, p, edge)
+                    v.by_rule.setdefault(edge[2], trace)
+        elif isinstance(p, Liveness) and live_failure is not None:
+            v.status = VIOLATED
+            v.trace = _trace_to(design, bounds, graph, live_failure)
+            tail, why = _why_stuck(design, bounds, v.trace.states[-1])
+            for step, st in tail:
+                v.trace.steps.append(step)
+                v.trace.states.append(st)
+            v.condition = why
+        elif not complete:
+            v.status = INCOMPLETE
+        if v.status == VIOLATED:
+            v.known = design.known.get(p.name)
+        verdicts.append(v)
+    return Report(design.name, bounds, verdicts, stats, complete, stopped_by)
+
+
+def _rule_group(step: Step) -> str:
+    """The rule a counterexample is grouped by: its name up to the first detail."""
+    return step.rule.split(" (")[0].split(",")[0]
+
+
+# --- liveness ---------------------------------------------------------------------------
+
+
+def _check_liveness(
+    design: Design,
+    bounds: Bounds,
+    graph: _Graph,
+    rev: list[list[int]],
+    quiescent: list[bool],
+    config: CheckerConfig,
+    started: float,
+) -> int | None:
+    """The first (shallowest) state from which no settled state can be reached."""
+    n = len(graph.states)
+    good = [False] * n
+    todo = deque(
+        i for i in range(n) if unsettled(design, graph.states[i], quiescent[i]) is None
+    )
+    for i in todo:
+        good[i] = True
+    while todo:
+        j = todo.popleft()
+        for i in rev[j]:
+            if not good[i]:
+                good[i] = True
+                todo.append(i)
+    bad = [i for i in range(n) if not good[i]]
+    if not bad:
+        return None
+    # Hung states get the user's recovery: one /stop per session.
+    recovery = _Recovery(design, bounds, len(graph.states[0].sessions))
+    for i in sorted(bad, key=lambda i: graph.depth[i]):
+        s = graph.states[i]
+        if not has_hang(s) or recovery.stuck(s) is not None:
+            return i
+        if time.perf_counter() - started > config.max_seconds:
+            return None
+    return None
+
+
+def _why_stuck(design: Design, bounds: Bounds, state: State) -> tuple[list[tuple[Step, State]], str]:
+    """How a stuck state ends up, told as the steps that follow it."""
+    if has_hang(state):
+        found = _Recovery(design, bounds, len(state.sessions)).stuck(state)
+        if found is not None:
+            return found
+    return _witness(design, bounds, state)
+
+
+def _witness(design: Design, bounds: Bounds, state: State) -> tuple[list[tuple[Step, State]], str]:
+    """Internal steps from `state` to the nearest quiescent state, and what is wrong there."""
+    parent: dict[State, tuple[State, Step] | None] = {state: None}
+    todo = deque([state])
+    while todo:
+        s = todo.popleft()
+        nxt = [(st, t) for st, t in design.successors(s, bounds, faults=False) if is_internal(st)]
+        if not nxt:
+            why = unsettled(design, s, True) or "it cannot settle"
+            tail: list[tuple[Step, State]] = []
+            cur: State = s
+            while (link := parent[cur]) is not None:
+                prev, step = link
+                tail.append((step, cur))
+                cur = prev
+            return tail[::-1], "no continuation without new faults or messages settles: " + why
+        for st, t in nxt:
+            if t not in parent:
+                parent[t] = (s, st)
+                todo.append(t)
+    return [], "it cannot settle"
+
+
+class _Recovery:
+    """Explores a hung state after the user sends /stop: can it settle then?"""
+
+    def __init__(self, design: Design, bounds: Bounds, sessions: int) -> None:
+        self.design, self.bounds, self.sessions = design, bounds, sessions
+
+    def stuck(self, state: State) -> tuple[list[tuple[Step, State]], str] | None:
+        start = state._replace(extra=self.sessions)
+        parent: dict[State, tuple[State, Step] | None] = {start: None}
+        order = [start]
+        edges: dict[State, list[State]] = {}
+        todo = deque([start])
+        while todo:
+            s = todo.popleft()
+            succ = self.design.successors(s, self.bounds, faults=False)
+            edges[s] = [t for _, t in succ]
+            for st, t in succ:
+                if t not in parent:
+                    parent[t] = (s, st)
+                    order.append(t)
+                    todo.append(t)
+        settled = {
+            s
+            for s in order
+            if unsettled(self.design, s, not any(is_internal(st) for st, _ in
+                                                   self.design.successors(s, self.bounds, faults=False)))
+            is None
+        }
+        if start in _can_reach(order, edges, settled):
+            return None
+        # Show the user's /stop and where things end up.
+        end = order[-1]
+        for s in order:
+            if not any(True for _ in edges[s]):
+                end = s
+                break
+        tail: list[tuple[Step, State]] = []
+        cur = end
+        while (link := parent[cur]) is not None:
+            prev, step = link
+            tail.append((step, cur))
+            cur = prev
+        why = unsettled(self.design, end, True) or "it cannot settle"
+        return tail[::-1], "even after the user's /stop, the session cannot settle: " + why
+
+
+def _can_reach(
+    order: list[State], edges: dict[State, list[State]], targets: set[State]
+) -> set[State]:
+    good = set(targets)
+    changed = True
+    while changed:
+        changed = False
+        for s in reversed(order):
+            if s not in good and any(t in good for t in edges[s]):
+                good.add(s)
+                changed = True
+    return good
+
+
+# --- counterexamples -------------------------------------------------------------------
+
+
+def _trace_to(design: Design, bounds: Bounds, graph: _Graph, target: int) -> Trace:
+    """Replay the BFS path to `target` through the rules, as concrete steps."""
+    path = graph.path(target)
+    concrete = design.initial(bounds)
+    trace = Trace(states=[concrete], steps=[])
+    for a, b in zip(path, path[1:], strict=False):
+        want = graph.states[b]
+        for step, nxt in design.successors(concrete, bounds):
+            if graph.canon(nxt) == want:
+                trace.steps.append(step)
+                trace.states.append(nxt)
+                concrete = nxt
+                break
+        else:  # pragma: no cover - would mean the rules are not deterministic
+            raise AssertionError(f"cannot replay the path at state {a}")
+    return trace
+
+
+def _counterexample(
+    design: Design, bounds: Bounds, graph: _Graph, prop: Property, edge: _Edge
+) -> tuple[Trace, str]:
+    i, j, _ = edge
+    if i < 0:
+        return Trace(states=[graph.states[j]]), _state_condition(prop, graph.states[j])
+    trace = _trace_to(design, bounds, graph, i)
+    before = trace.states[-1]
+    for step, nxt in design.successors(before, bounds):
+        if graph.canon(nxt) != graph.states[j]:
+            continue
+        if isinstance(prop, StepInvariant):
+            why = prop.check(before, step, nxt)
+        else:
+            why = _state_condition(prop, nxt)
+        if why is not None:
+            trace.steps.append(step)
+            trace.states.append(nxt)
+            return trace, why
+    raise AssertionError(f"cannot replay the violating step of {prop.name}")  # pragma: no cover
+
+
+def _state_condition(prop: Property, state: State) -> str:
+    assert isinstance(prop, Invariant)
+    return prop.check(state) or ""
+
+
+def replay(design: Design, bounds: Bounds, steps: Iterable[Step]) -> list[State]:
+    """Follow recorded steps through the rules; raises if one is not enabled."""
+    state = design.initial(bounds)
+    out = [state]
+    for want in steps:
+        for step, nxt in design.successors(state, bounds):
+            if (step.actor, step.rule, step.detail, step.fault) == (
+                want.actor,
+                want.rule,
+                want.detail,
+                want.fault,
+            ):
+                state = nxt
+                out.append(state)
+                break
+        else:
+            raise ValueError(f"step not enabled: {want}")
+    return out
+
+
+__all__ = [
+    "CheckerConfig",
+    "Report",
+    "Stats",
+    "Verdict",
+    "check",
+    "replay",
+    "holders",
+    "HOLDS",
+    "VIOLATED",
+    "INCOMPLETE",
+]

@@ -1,0 +1,60 @@
+"""Symmetry reduction over session keys.
+
+Sessions are interchangeable: every rule is written for "any session k", the
+environment may send any message to any session, and every property speaks of
+all sessions alike.  So two states that differ only by a renaming of the
+session keys have the same future up to that renaming, and the checker needs
+to keep only one of them.
+
+The representative: sessions are sorted by the ids of the messages that
+arrived for them.  Message ids are global arrival numbers and every message
+belongs to exactly one session, so two sessions can tie only when neither has
+received anything, and then they are identical; the sort is therefore a
+complete canonical form.  Guards and tasks are renamed afterwards by
+`World.freeze()`, as in every state.
+
+Message identities need no reduction of their own: they are arrival numbers,
+already canonical, and their order is observable (property 6), so renaming
+them would not be sound.
+"""
+
+from __future__ import annotations
+
+from .vocabulary import State
+from .world import World
+
+
+def permute(state: State, perm: list[int]) -> State:
+    """The same state with session `k` renamed to `perm[k]`."""
+    n = len(state.sessions)
+    sessions = [state.sessions[0]] * n
+    for old, new in enumerate(perm):
+        sessions[new] = state.sessions[old]
+    renamed = State(
+        tuple(sessions),
+        tuple(t._replace(session=perm[t.session]) for t in state.tasks),
+        tuple(h._replace(session=perm[h.session]) for h in state.handlers),
+        tuple(m._replace(session=perm[m.session]) for m in state.messages),
+        state.set_guards,
+        state.faults_used,
+        state.stopped,
+        state.extra,
+    )
+    return World(renamed).freeze()
+
+
+def canonical(state: State) -> State:
+    """The representative of the state's class under renaming of sessions."""
+    n = len(state.sessions)
+    if n == 1:
+        return state
+    first: dict[int, int] = {}
+    for m, msg in enumerate(state.messages):
+        first.setdefault(msg.session, m)
+    order = sorted(range(n), key=lambda k: first.get(k, len(state.messages) + k))
+    if order == list(range(n)):
+        return state
+    perm = [0] * n
+    for new, old in enumerate(order):
+        perm[old] = new
+    return permute(state, perm)

@@ -1,0 +1,249 @@
+"""A mutable working copy of a `State`, in which one rule runs.
+
+A rule of a design is ordinary imperative code against a `World`: it reads and
+writes `G[k]`, `O[k]`, `P[k]`, creates tasks, records fates.  `freeze()` turns
+the result back into an immutable `State`, renaming guard tokens and task ids
+in order of first appearance so that two states that differ only in the names
+of their guards or tasks become one state.  That renaming is sound because the
+designs only ever compare guards and tasks for identity, never by value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .vocabulary import (
+    ABORTED,
+    DEAD,
+    DROPPED,
+    OWED,
+    Handler,
+    Level,
+    Session,
+    State,
+    Task,
+)
+
+
+class SessionW:
+    """One session's records; every change of G[k] is logged for the step properties."""
+
+    __slots__ = ("k", "_guard", "owner", "pending", "runner", "last_run", "_log")
+
+    def __init__(self, k: int, s: Session, log: list[Effect]) -> None:
+        self.k = k
+        self._guard = s.guard
+        self.owner = s.owner
+        self.pending = s.pending
+        self.runner = s.runner
+        self.last_run = s.last_run
+        self._log = log
+
+    @property
+    def guard(self) -> int | None:
+        return self._guard
+
+    @guard.setter
+    def guard(self, value: int | None) -> None:
+        if value != self._guard:
+            self._log.append(("guard", self.k, self._guard, value))
+        self._guard = value
+
+# What a step did that the step properties need to see, in the token space of
+# the state the step started from: ("guard", k, old, new) and ("run", k, event).
+Effect = tuple[Any, ...]
+
+
+@dataclass
+class TaskW:
+    tid: int
+    session: int
+    pc: str
+    levels: list[Level]
+    cancel: str | None
+    hung: bool
+    unwind: str | None
+    cancelled_by: str | None
+
+    @property
+    def top(self) -> Level:
+        return self.levels[-1]
+
+    def set_top(self, level: Level) -> None:
+        self.levels[-1] = level
+
+
+@dataclass
+class HandlerW:
+    mid: int
+    session: int
+    pc: str
+    old: int | None
+    cg: int | None
+    target: int | None
+    hung: bool
+
+
+class World:
+    """The state being changed by one rule."""
+
+    def __init__(self, state: State) -> None:
+        self.log: list[Effect] = []
+        self.sessions = [SessionW(k, s, self.log) for k, s in enumerate(state.sessions)]
+        self.tasks = [
+            TaskW(t.tid, t.session, t.pc, list(t.levels), t.cancel, t.hung, t.unwind, t.cancelled_by)
+            for t in state.tasks
+        ]
+        self.handlers = [HandlerW(*h) for h in state.handlers]
+        self.messages = list(state.messages)
+        self.set_guards = set(state.set_guards)
+        self.faults_used = state.faults_used
+        self.stopped = state.stopped
+        self.extra = state.extra
+        # Fresh tokens never collide with the tokens already in use.
+        self._next_guard = 1 + max(self._guards_in_use(), default=-1)
+        self._next_task = 1 + max((t.tid for t in self.tasks), default=-1)
+
+    # --- guards ---------------------------------------------------------------
+
+    def _guards_in_use(self) -> list[int]:
+        out = [s.guard for s in self.sessions if s.guard is not None]
+        for t in self.tasks:
+            out += [lv.guard for lv in t.levels if lv.guard is not None]
+        for h in self.handlers:
+            out += [g for g in (h.old, h.cg) if g is not None]
+        return out
+
+    def new_guard(self) -> int:
+        """A fresh Event: a token no one holds yet, not set."""
+        g = self._next_guard
+        self._next_guard += 1
+        return g
+
+    def is_set(self, guard: int | None) -> bool:
+        return guard is not None and guard in self.set_guards
+
+    def set_guard(self, guard: int | None) -> None:
+        if guard is not None:
+            self.set_guards.add(guard)
+
+    def clear_guard(self, guard: int | None) -> None:
+        self.set_guards.discard(guard)  # type: ignore[arg-type]
+
+    # --- tasks and handlers -----------------------------------------------------
+
+    def create_task(self, k: int, event: tuple[int, ...]) -> int:
+        """asyncio.create_task(process(event)): it runs its first step later."""
+        tid = self._next_task
+        self._next_task += 1
+        self.tasks.append(TaskW(tid, k, "start", [Level(event)], None, False, None, None))
+        return tid
+
+    def task(self, tid: int) -> TaskW | None:
+        for t in self.tasks:
+            if t.tid == tid:
+                return t
+        return None
+
+    def end_task(self, task: TaskW) -> None:
+        """The task is done: it leaves the world; O[k] may still name it (as DEAD)."""
+        self.tasks.remove(task)
+        s = self.sessions[task.session]
+        if s.owner == task.tid:
+            s.owner = DEAD
+        if s.runner == task.tid:
+            s.runner = None
+        # A reply it was about to send is lost with it.
+        for lv in task.levels:
+            if lv.reply:
+                for m in lv.event:
+                    self.set_reply(m, DROPPED)
+
+    def live(self, tid: int | None) -> bool:
+        return tid is not None and tid != DEAD and self.task(tid) is not None
+
+    def handler(self, mid: int) -> HandlerW:
+        for h in self.handlers:
+            if h.mid == mid:
+                return h
+        raise KeyError(mid)
+
+    # --- messages -------------------------------------------------------------
+
+    def run_messages(self, k: int, event: tuple[int, ...], ordinary: frozenset[str]) -> None:
+        """The runner is called with `event`: count the call and note the order."""
+        s = self.sessions[k]
+        self.log.append(("run", k, event))
+        for m in event:
+            msg = self.messages[m]
+            self.messages[m] = msg._replace(runs=min(2, msg.runs + 1))
+            if msg.kind in ordinary:
+                s.last_run = max(s.last_run, m)
+
+    def set_fate(self, m: int, fate: str) -> None:
+        msg = self.messages[m]
+        if msg.fate is None:
+            self.messages[m] = msg._replace(fate=fate)
+
+    def set_reply(self, m: int, reply: str) -> None:
+        msg = self.messages[m]
+        if reply == OWED or msg.reply == OWED:
+            self.messages[m] = msg._replace(reply=reply)
+
+    def abort(self, event: tuple[int, ...], fate: str = ABORTED) -> None:
+        for m in event:
+            self.set_fate(m, fate)
+
+    # --- back to an immutable state -------------------------------------------
+
+    def freeze(self) -> State:
+        """The canonical immutable state: guards and tasks renamed by first use."""
+        gmap: dict[int, int] = {}
+
+        def g(x: int | None) -> int | None:
+            if x is None:
+                return None
+            if x not in gmap:
+                gmap[x] = len(gmap)
+            return gmap[x]
+
+        tmap = {t.tid: i for i, t in enumerate(self.tasks)}
+
+        def tid(x: int | None) -> int | None:
+            if x is None or x == DEAD:
+                return x
+            return tmap.get(x, DEAD)
+
+        sessions = tuple(
+            Session(g(s.guard), tid(s.owner), s.pending, tid(s.runner), s.last_run)
+            for s in self.sessions
+        )
+        tasks = tuple(
+            Task(
+                tmap[t.tid],
+                t.session,
+                t.pc,
+                tuple(lv._replace(guard=g(lv.guard)) for lv in t.levels),
+                t.cancel,
+                t.hung,
+                t.unwind,
+                t.cancelled_by,
+            )
+            for t in self.tasks
+        )
+        handlers = tuple(
+            Handler(h.mid, h.session, h.pc, g(h.old), g(h.cg), tid(h.target), h.hung)
+            for h in sorted(self.handlers, key=lambda h: h.mid)
+        )
+        set_guards = frozenset(gmap[x] for x in self.set_guards if x in gmap)
+        return State(
+            sessions,
+            tasks,
+            handlers,
+            tuple(self.messages),
+            set_guards,
+            self.faults_used,
+            self.stopped,
+            self.extra,
+        )
