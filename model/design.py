@@ -43,6 +43,7 @@ from .vocabulary import (
     ORDINARY,
     OWED,
     PHOTO,
+    REAP,
     RESET,
     RUNNER,
     RUNNER_HANGS,
@@ -205,8 +206,12 @@ class Design:
         g = s.guard if s.guard is not None else w.new_guard()
         s.guard = g
         t.set_top(t.top._replace(guard=g))
+        self.call_runner(w, t)
+
+    def call_runner(self, w: World, t: TaskW) -> None:
+        """The runner takes the event and occupies R[k] while its agent works."""
         w.run_messages(t.session, t.top.event, ORDINARY)
-        s.runner = t.tid
+        w.sessions[t.session].runner = t.tid
         t.pc = RUNNER
 
     def p2(self, w: World, t: TaskW) -> str:
@@ -335,6 +340,8 @@ class Design:
             rule = self.finish(w, t)
             self.level_return(w, t, exc)
             return rule
+        if pc == REAP:
+            return self.reap(w, t)
         raise AssertionError(f"unknown position {pc}")
 
     def resume_fault(self, w: World, t: TaskW, fault: str) -> str:
@@ -382,8 +389,7 @@ class Design:
         s = w.sessions[t.session]
         if pc == START:  # cancelled before its first step: its body never runs
             self.cancelled_fates(w, t.top.event, origin)
-            w.end_task(t)
-            return "cancelled-before-start"
+            return self.cancelled_before_start(w, t)
         if pc == RUNNER:
             if s.runner == t.tid:
                 s.runner = None
@@ -392,11 +398,19 @@ class Design:
             for m in t.top.event:
                 w.set_reply(m, DROPPED)
             t.set_top(t.top._replace(reply=False))
-        if pc == HOOKS:
+        if pc in (TYPING, HOOKS):
             return self.cleanup_fault(w, t, "cancel")
         t.unwind = "cancel"
         t.pc = TYPING
         return f"{pc}:cancelled"
+
+    def cancelled_before_start(self, w: World, t: TaskW) -> str:
+        """No finally runs for a task that never started: it just ends."""
+        w.end_task(t)
+        return "cancelled-before-start"
+
+    def reap(self, w: World, t: TaskW) -> str:
+        raise AssertionError(f"{self.name} registers no done-callback")
 
     @staticmethod
     def cancelled_fates(w: World, event: tuple[int, ...], origin: str | None) -> None:
@@ -425,9 +439,7 @@ class Design:
         if h.hung:
             return
         if h.pc == C_AWAIT:
-            target_live = h.target is not None and h.target != DEAD and any(
-                t.tid == h.target for t in state.tasks
-            )
+            target_live = any(t.tid == h.target and t.pc != REAP for t in state.tasks)
             if target_live:
                 return  # awaiting the cancelled owner's end
         actor = f"H{h.mid}"
@@ -493,7 +505,7 @@ class Design:
     def _environment_faults(self, state: State, bounds: Bounds, out: list[Successor]) -> None:
         if TASK_CANCELLED in bounds.fault_kinds:
             for t in state.tasks:
-                if t.cancel is None:
+                if t.cancel is None and t.pc != REAP:
                     w = World(state)
                     w.faults_used += 1
                     tw = w.task(t.tid)
@@ -515,7 +527,8 @@ class Design:
         """Shutdown cancels every background task and clears G, O and P."""
         w.stopped = True
         for t in w.tasks:
-            t.cancel = "shutdown"
+            if t.pc != REAP:  # a done task cannot be cancelled
+                t.cancel = "shutdown"
         for s in w.sessions:
             for m in s.pending or ():
                 w.set_fate(m, SHUT_DOWN)

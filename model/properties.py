@@ -28,6 +28,7 @@ from .vocabulary import (
     DEAD,
     OK_FATES,
     ORDINARY,
+    REAP,
     START,
     STOP,
     State,
@@ -67,7 +68,7 @@ class Liveness(Property):
 
 def working(state: State, k: int) -> list[int]:
     """Tasks of session k that are processing: past their first step, not yet ended."""
-    return [t.tid for t in state.tasks if t.session == k and t.pc != START]
+    return [t.tid for t in state.tasks if t.session == k and t.pc not in (START, REAP)]
 
 
 def commands_in_flight(state: State, k: int) -> list[int]:
@@ -330,7 +331,7 @@ NO_TRAPPED_SESSION = Liveness(
 
 
 def _stop_works(before: State, step: Step, after: State) -> str | None:
-    if not step.actor.startswith("H"):
+    if not step.actor.startswith("H") or after.stopped:
         return None
     mid = int(step.actor[1:])
     msg = after.messages[mid]

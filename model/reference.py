@@ -1,9 +1,173 @@
-"""`reference`: this project's design (work in progress)."""
+"""`reference`: this project's design, which satisfies every property of SPEC 5.
+
+It keeps the seed's user-visible behaviour: the same replies, follow-ups
+merged in arrival order and answered after the current reply, photos queued
+without an interrupt, bypass commands answered directly, /stop, /new and
+/reset through a handoff that cancels the old task only after the runner has
+answered the command.  It departs from `seed` in six places, each forced by a
+counterexample of the checker on `seed` (docs/seed-findings.md tells each
+race; the names below are the seed findings they close):
+
+R1. **No inline follow-up.**  `seed` runs a follow-up inside the finishing
+    task (P3), nested in its own `process()`: the inner finally drains or
+    releases while the outer one still runs, and the follow-up starts while a
+    command is in flight.  Here a task processes exactly one event; its
+    finally hands the pending slot to a new task.  (seed: `one-worker` after
+    `F2:drain`, `handoff` after `P3:inline-process`.)
+R2. **A cancellation is never swallowed.**  `seed`'s cleanup awaits catch a
+    CancelledError meant for the task itself, so `/stop` can fail to stop
+    it.  Here those awaits re-raise it.  (seed: `handoff` after
+    `P3:cleanup:cancel-swallowed`.)
+R3. **The finally cannot be cut short.**  In `seed` a cleanup await that
+    raises or is cancelled ends the finally before F2, leaving the guard and
+    stranding the pending slot (the dead-owner trap).  Here the bookkeeping
+    (F2) sits in an inner `finally` around the cleanup awaits, and a task
+    cancelled before its first step is finished by its done-callback.
+    (seed: `nothing-lost` after `F1:cleanup-raised`, `no-trapped-session`.)
+R4. **Only the guard's owner drains or releases.**  Each task is given its
+    guard when it is created (it does not adopt whatever `G[k]` holds in P1),
+    and F2 touches the pending slot and the guard only if `G[k]` is still that
+    guard; otherwise a command has taken the session over and will start the
+    follow-ups itself.  (seed: `no-orphan-guard` after `F2:release-own-guard`.)
+R5. **Commands wait for the owner, and the last command finishes the
+    handoff.**  C2 does not pop `O[k]`: every command in flight waits for the
+    same owner to end, so a second /stop cannot release the session while the
+    first one's target still runs.  C4 and C-error act only if `G[k]` is
+    still the command's own guard; C-error hands the guard back to a still
+    running owner, else finishes like C4, so follow-ups are never stranded.
+    If the runner or the send raises, the handoff still completes (the user
+    gets an error notice, the old task is still stopped): a half-done handoff
+    is how `seed` strands or orphans the session.  (seed: `no-unguarded-worker`
+    after `C4:release` and `C-error:release`, `no-orphan-guard` after
+    `C-error:restore-old-guard`.)
+R6. **Heal loses nothing.**  A guard whose owner finished is healed by
+    finishing that owner's work as its own F2 would (its done-callback, run
+    early), never by dropping the pending slot.  (seed: `nothing-lost` after
+    `H:heal`.)
+"""
 
 from __future__ import annotations
 
 from .seed import Seed
+from .vocabulary import ANSWERED, C_AWAIT, C_RUNNER, C_SEND, OWED, REAP, SEND_FAILED, TYPING
+from .world import HandlerW, TaskW, World
 
 
 class Reference(Seed):
     name = "reference"
+    swallows_cancel: frozenset[str] = frozenset()  # R2
+
+    # --- tasks are born owning their guard (R4) -------------------------------------
+
+    def start(self, w: World, k: int, event: tuple[int, ...]) -> int:
+        """start(e, k): a fresh guard handed to a new task, recorded as owner."""
+        s = w.sessions[k]
+        g = w.new_guard()
+        s.guard = g
+        tid = w.create_task(k, event, guard=g)
+        s.owner = tid
+        return tid
+
+    def p1(self, w: World, t: TaskW) -> None:
+        """P1: the task already holds its guard; it calls the runner."""
+        self.call_runner(w, t)
+
+    def owns(self, w: World, t: TaskW) -> bool:
+        return w.sessions[t.session].guard == t.top.guard
+
+    # --- one event per task (R1) ---------------------------------------------------
+
+    def p3(self, w: World, t: TaskW) -> str:
+        """After the reply: straight to the finally, which hands follow-ups on."""
+        t.pc = TYPING
+        return "to-finally"
+
+    # --- the finally (R3, R4) --------------------------------------------------------
+
+    def finish(self, w: World, t: TaskW) -> str:
+        """F2: if the session is still ours, hand the pending slot on or release."""
+        k = t.session
+        s = w.sessions[k]
+        if s.owner == t.tid:
+            s.owner = None
+        if not self.owns(w, t):
+            return "F2:session-taken-over"
+        p, s.pending = s.pending, None
+        if p is not None:
+            self.start(w, k, p)
+            return "F2:hand-pending-to-new-owner"
+        s.guard = None
+        return "F2:release-own-guard"
+
+    def cleanup_fault(self, w: World, t: TaskW, exc: str) -> str:
+        """A cleanup await raised or was cancelled: the inner finally still runs F2."""
+        rule = self.finish(w, t)
+        self.level_return(w, t, exc)
+        return f"F1:cleanup-{'raised' if exc == 'error' else 'cancelled'}, {rule}"
+
+    def cancelled_before_start(self, w: World, t: TaskW) -> str:
+        """The body never ran, so its done-callback will do the finally's work."""
+        t.pc = REAP
+        return "cancelled-before-start"
+
+    def reap(self, w: World, t: TaskW) -> str:
+        """The done-callback of a task that ended without its finally."""
+        rule = self.finish(w, t)
+        w.end_task(t)
+        return f"done-callback: {rule}"
+
+    # --- heal (R6) -------------------------------------------------------------------------
+
+    def inbound(self, w: World, k: int, m: int) -> str:
+        s = w.sessions[k]
+        owner = w.task(s.owner) if s.owner is not None and s.owner >= 0 else None
+        healed = ""
+        if owner is not None and owner.pc == REAP:
+            healed = self.reap(w, owner) + "; "
+        rule = super().inbound(w, k, m)
+        return ("H:" + healed + rule[2:]) if healed else rule
+
+    # --- the command handoff (R5) ----------------------------------------------------
+
+    def cancel_owner(self, w: World, h: HandlerW) -> str:
+        """C2: cancel the owner (leaving O[k] to it) and await its end."""
+        s = w.sessions[h.session]
+        task = w.running(s.owner)
+        if task is None:
+            h.pc = C_SEND
+            return "C2:no-running-owner"
+        if task.cancel is None:
+            task.cancel = f"command:{h.mid}"
+        h.target = task.tid
+        h.pc = C_AWAIT
+        return f"C2:cancel-owner T{task.tid}"
+
+    def command_end(self, w: World, h: HandlerW) -> str:
+        """C4: if the session is still the command's, start the follow-ups or release."""
+        k = h.session
+        s = w.sessions[k]
+        if s.guard != h.cg:
+            return "C4:session-taken-over"
+        p, s.pending = s.pending, None
+        if p is not None:
+            self.start(w, k, p)
+            return "C4:start-pending"
+        s.guard = None
+        return "C4:release"
+
+    def handoff_fault(self, w: World, h: HandlerW) -> str:
+        """C-error: the handoff completes anyway, so the session is never left half-handed.
+
+        If the runner raised on the command, the user gets an error notice in
+        place of the reply, and the old task is still cancelled (the user asked
+        for it).  If the send raised, the reply is lost but C4 still runs.
+        """
+        m = h.mid
+        if h.pc == C_RUNNER:
+            w.set_fate(m, ANSWERED)
+            w.set_reply(m, OWED)  # the error notice, sent at C3
+            return "C1:runner-raised, " + self.cancel_owner(w, h)
+        w.set_reply(m, SEND_FAILED)
+        rule = self.command_end(w, h)
+        self.handler_done(w, h)
+        return f"C3:send-raised, {rule}"

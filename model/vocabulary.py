@@ -79,6 +79,7 @@ INBAND = "P3:cleanup"  # awaiting the in-band cleanup before the inline follow-u
 SEND_ERROR = "E1:send-error"  # awaiting send(error notice)
 TYPING = "F1:typing"  # first cleanup await (waits for the cancelled typing task)
 HOOKS = "F1:hooks"  # second cleanup await (the platform's stop-typing call, hooks)
+REAP = "done:callback"  # the task is done; its done-callback has yet to run (reference)
 
 # Positions of an inbound handler that awaits (bypass commands and the handoff).
 B_RUNNER = "B1:runner"

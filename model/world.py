@@ -18,6 +18,7 @@ from .vocabulary import (
     DEAD,
     DROPPED,
     OWED,
+    REAP,
     Handler,
     Level,
     Session,
@@ -133,11 +134,11 @@ class World:
 
     # --- tasks and handlers -----------------------------------------------------
 
-    def create_task(self, k: int, event: tuple[int, ...]) -> int:
+    def create_task(self, k: int, event: tuple[int, ...], guard: int | None = None) -> int:
         """asyncio.create_task(process(event)): it runs its first step later."""
         tid = self._next_task
         self._next_task += 1
-        self.tasks.append(TaskW(tid, k, "start", [Level(event)], None, False, None, None))
+        self.tasks.append(TaskW(tid, k, "start", [Level(event, guard)], None, False, None, None))
         return tid
 
     def task(self, tid: int) -> TaskW | None:
@@ -160,8 +161,12 @@ class World:
                 for m in lv.event:
                     self.set_reply(m, DROPPED)
 
-    def live(self, tid: int | None) -> bool:
-        return tid is not None and tid != DEAD and self.task(tid) is not None
+    def running(self, tid: int | None) -> TaskW | None:
+        """The task, if it has not finished (a done task awaiting its callback has)."""
+        if tid is None or tid == DEAD:
+            return None
+        t = self.task(tid)
+        return t if t is not None and t.pc != REAP else None
 
     def handler(self, mid: int) -> HandlerW:
         for h in self.handlers:

@@ -1,0 +1,770 @@
+"""ControlledLoop: an asyncio event loop whose every scheduling decision is a choice.
+
+How stock asyncio schedules
+---------------------------
+``BaseEventLoop._run_once()`` is one *iteration*: wait for I/O, move the timers
+that are due onto the ready queue, then run every handle that was on the ready
+queue when the iteration began, in FIFO order. Handles queued while that
+batch runs wait for the next iteration. Tasks and futures (the C-accelerated
+ones too) only ever reach the loop through ``call_soon``/``call_at``, so a
+loop that owns those two queues owns the whole schedule.
+
+What this loop changes
+----------------------
+``_run_once()`` runs exactly one handle per call (one *step*), chosen by a
+*chooser* among the ready *lanes*, and ``time()`` is a virtual clock that
+jumps to the next timer when nothing is ready. A lane is:
+
+* per task, the oldest ready handle of that task (its next step), labelled
+  ``"T<n>:<name>"`` with ``n`` a per-loop counter (never ``id()``, and never
+  asyncio's process-wide ``Task-<n>`` names, which differ from run to run);
+* one lane for plain callbacks (future callbacks, ``call_soon(f)``), FIFO
+  inside the lane, labelled ``"cb:<callback qualname>"``;
+* one lane per fired timer, labelled ``"timer:<creator>#<k>(<callback>)"``
+  where the creator is the task that armed it and ``k`` counts its timers.
+
+Lanes are offered sorted by the age of their oldest handle, so choice 0 is
+always the handle at the head of asyncio's own FIFO queue: choosing 0 at
+every step reproduces stock asyncio's order exactly, iteration boundaries
+(and so the moment timers join the queue) included.
+
+A run ends with a verdict rather than a hang: nothing ready and no timer
+raises :class:`Deadlock`, too many steps or a timer beyond the virtual-time
+limit raises :class:`Hung`, a thread or executor raises
+:class:`UncontrolledNondeterminism`, and I/O raises
+:class:`UnsupportedOperation`. :func:`sessionguard.loop.run` turns these into
+verdicts; this class can also be used directly with ``run_until_complete``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import heapq
+import os
+import re
+import threading
+import weakref
+from collections.abc import Callable, Coroutine, Sequence
+from contextvars import Context
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+
+from .errors import (
+    BlockedTask,
+    Deadlock,
+    Hung,
+    RunProblem,
+    UncontrolledNondeterminism,
+    UnsupportedOperation,
+)
+
+__all__ = [
+    "DEFAULT_MAX_STEPS",
+    "DEFAULT_MAX_VIRTUAL_TIME",
+    "Chooser",
+    "ControlledLoop",
+    "LoopError",
+    "Observer",
+    "add_observer",
+    "fifo",
+    "lane_key",
+]
+
+_T = TypeVar("_T")
+
+Chooser = Callable[[int, Sequence[str]], int]
+"""``chooser(step, lanes) -> index``: pick one of the ready lanes (labels, FIFO-sorted)."""
+
+Observer = Callable[[int, str], None]
+"""``observer(step, label)``: called after every step of the main phase of a run."""
+
+DEFAULT_MAX_STEPS = 100_000
+DEFAULT_MAX_VIRTUAL_TIME = 30 * 24 * 3600.0  # a month of virtual seconds
+
+_CALLBACK_LANE = -1
+_DEFAULT_TASK_NAME = re.compile(r"Task-\d+|None")  # 3.13.0 names an unnamed factory task "None"
+_STEP_CALLBACKS = frozenset({"TaskStepMethWrapper", "task_wakeup", "__step", "__wakeup"})
+_TASK_TYPES: tuple[type, ...] = tuple(
+    {asyncio.Task, getattr(asyncio.tasks, "_PyTask", asyncio.Task)}
+)
+
+
+def fifo(step: int, lanes: Sequence[str]) -> int:
+    """The chooser of stock asyncio: always the oldest ready handle."""
+    return 0
+
+
+def lane_key(label: str) -> str:
+    """The identity of a lane across steps (its label, minus the callback detail).
+
+    The callback lane's label names the callback at its head, which changes
+    from step to step; strategies that track lanes over time (PCT priorities)
+    should key them by this instead.
+    """
+    return "cb" if label.startswith("cb:") else label
+
+
+@dataclass(frozen=True)
+class LoopError:
+    """A call of the loop's exception handler: an error nobody awaited."""
+
+    message: str
+    exception: BaseException | None
+    task: str | None
+
+    def __str__(self) -> str:
+        who = f"{self.task}: " if self.task else ""
+        exc = f": {self.exception!r}" if self.exception is not None else ""
+        return f"{who}{self.message}{exc}"
+
+
+class _ReadyHandle(asyncio.Handle):
+    """A Handle that knows its lane; ``seq`` orders every handle of the loop."""
+
+    __slots__ = ("label", "lane", "seq")
+
+    seq: int
+    lane: int
+    label: str | None
+
+
+class _Timer(asyncio.TimerHandle):
+    __slots__ = ("label", "lane", "seq")
+
+    seq: int
+    lane: int
+    label: str | None
+
+
+_Entry = _ReadyHandle | _Timer
+
+
+def _callable_name(cb: object) -> str:
+    name = getattr(cb, "__qualname__", None) or getattr(cb, "__name__", None)
+    if name is None:
+        inner = getattr(cb, "func", None)  # functools.partial
+        name = _callable_name(inner) if inner is not None else type(cb).__name__
+    return str(name)
+
+
+def _step_owner(cb: object) -> asyncio.Task[Any] | None:
+    """The task whose step this callback is, if it is one (``__step``/``__wakeup``).
+
+    Other methods of a task scheduled by someone else (``call_soon(t.cancel)``)
+    are plain callbacks: they run on behalf of whoever scheduled them.
+    """
+    owner = getattr(cb, "__self__", None)
+    if isinstance(owner, _TASK_TYPES):
+        name = getattr(cb, "__name__", None) or type(cb).__name__
+        if name in _STEP_CALLBACKS:
+            return owner  # type: ignore[return-value]
+    return None
+
+
+def _callback(handle: asyncio.Handle) -> object:
+    return handle._callback  # type: ignore[attr-defined]
+
+
+def _frame_of(obj: object) -> Any:
+    for attr in ("cr_frame", "gi_frame", "ag_frame"):
+        frame = getattr(obj, attr, None)
+        if frame is not None:
+            return frame
+    return None
+
+
+def _awaited_by(obj: object) -> object:
+    for attr in ("cr_await", "gi_yieldfrom", "ag_await"):
+        inner = getattr(obj, attr, None)
+        if inner is not None:
+            return inner
+    return None
+
+
+def _coroutine_stack(coro: object) -> tuple[str, ...]:
+    """``qualname (file:line)`` for each frame of the await chain, outermost first."""
+    out: list[str] = []
+    obj = coro
+    for _ in range(64):  # a bound, in case of a pathological awaitable
+        if obj is None:
+            break
+        frame = _frame_of(obj)
+        if frame is not None:
+            code = frame.f_code
+            out.append(f"{code.co_qualname} ({os.path.basename(code.co_filename)}:{frame.f_lineno})")
+        obj = _awaited_by(obj)
+    return tuple(out)
+
+
+class ControlledLoop(asyncio.BaseEventLoop):
+    """An event loop that runs one chosen ready handle per step, on a virtual clock.
+
+    ``chooser(step, lanes)`` is called before every step of the main phase
+    with the labels of the ready lanes (index 0 = stock FIFO) and returns the
+    index to run; ``None`` means FIFO. If the chooser raises (Hypothesis does,
+    to abandon an example), the loop notes the exception in ``abandoned`` and
+    finishes the run in FIFO order, so that every coroutine unwinds through
+    its ``finally`` blocks normally; :func:`sessionguard.loop.run` re-raises it
+    afterwards. Observers are called after every step with ``(step, label)``;
+    one that raises an ``Exception`` flags a *violation* (kept in
+    ``violation``) and is not called again in that run.
+    """
+
+    # BaseEventLoop internals this class relies on (present on 3.11 to 3.13).
+    _ready: collections.deque[_Entry]
+    _scheduled: list[_Timer]
+    _stopping: bool
+    _thread_id: int | None
+    _clock_resolution: float
+    _timer_cancelled_count: int
+    _asyncgens: weakref.WeakSet[Any]
+    _asyncgens_shutdown_called: bool
+    _debug: bool
+
+    def __init__(
+        self,
+        chooser: Chooser | None = None,
+        *,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        max_virtual_time: float = DEFAULT_MAX_VIRTUAL_TIME,
+        observer: Observer | None = None,
+    ) -> None:
+        if not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
+        if not max_virtual_time > 0:
+            raise ValueError(f"max_virtual_time must be positive, got {max_virtual_time!r}")
+        if chooser is not None and not callable(chooser):
+            raise TypeError(f"chooser must be callable as chooser(step, lanes), got {chooser!r}")
+        super().__init__()
+        self._chooser = chooser
+        self._observers: list[Observer] = [] if observer is None else [observer]
+        self.max_steps = max_steps
+        self.max_virtual_time = float(max_virtual_time)
+        self._now = 0.0
+        self._seq = 0
+        self._batch: set[int] = set()  # seqs of the handles of the current iteration
+        self._steps = 0
+        self._recording = True  # main phase: chooser, schedule and observers are live
+        self._choices: list[int] = []
+        self._labels: list[str] = []
+        self._task_index: dict[asyncio.Task[Any], int] = {}
+        self._task_list: list[asyncio.Task[Any]] = []
+        self._task_labels: dict[int, str] = {}
+        self._timer_counts: dict[str, int] = {}
+        self._owner_thread = threading.get_ident()
+        self._pending_problem: RunProblem | None = None
+        self._agen_order: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self.abandoned: BaseException | None = None
+        self.violation: BaseException | None = None
+        self.violation_step: int | None = None
+        self.errors: list[LoopError] = []
+        self.raise_abandoned = True  # run() turns this off and re-raises after shutdown
+        self.set_exception_handler(self._collect_error)
+
+    # ------------------------------------------------------------------ clock
+
+    def time(self) -> float:
+        """Virtual seconds since the loop was made; moves only when nothing is ready."""
+        return self._now
+
+    # ------------------------------------------------------- public run state
+
+    @property
+    def steps(self) -> int:
+        """Steps run so far in the current phase (the main phase, until shutdown)."""
+        return self._steps
+
+    @property
+    def schedule_steps(self) -> list[tuple[int, str]]:
+        """The recorded ``(choice, label)`` of every main-phase step so far."""
+        return list(zip(self._choices, self._labels, strict=True))
+
+    @property
+    def pending_problem(self) -> RunProblem | None:
+        """Uncontrolled nondeterminism noticed but not yet raised by a step."""
+        return self._pending_problem
+
+    def add_observer(self, observer: Observer) -> None:
+        """Call ``observer(step, label)`` after every following main-phase step."""
+        if not callable(observer):
+            raise TypeError(f"observer must be callable as observer(step, label), got {observer!r}")
+        self._observers.append(observer)
+
+    def task_label(self, task: asyncio.Task[Any]) -> str:
+        """The stable label of a task of this loop (``"T<n>:<name>"``)."""
+        return self._label_of_task(self._register(task))
+
+    def tasks(self) -> list[asyncio.Task[Any]]:
+        """Every task the loop has seen, in the order it first saw them."""
+        return list(self._task_list)
+
+    def blocked_tasks(self) -> list[BlockedTask]:
+        """The unfinished tasks, in creation order, with where each one waits."""
+        out = []
+        for n, task in enumerate(self._task_list):
+            if task.done():
+                continue
+            waiter = getattr(task, "_fut_waiter", None)
+            if isinstance(waiter, asyncio.Task) and waiter in self._task_index:
+                awaiting = f"task {self.task_label(waiter)}"
+            elif waiter is not None:
+                awaiting = type(waiter).__name__
+            else:
+                awaiting = ""
+            stack = _coroutine_stack(task.get_coro())
+            out.append(BlockedTask(self._label_of_task(n), stack, awaiting))
+        return out
+
+    # ------------------------------------------------------------- scheduling
+
+    def call_soon(
+        self, callback: Callable[..., object], *args: Any, context: Context | None = None
+    ) -> asyncio.Handle:
+        self._check_closed()  # type: ignore[attr-defined]
+        if self._debug:
+            self._check_thread()  # type: ignore[attr-defined]
+            self._check_callback(callback, "call_soon")  # type: ignore[attr-defined]
+        handle = _ReadyHandle(callback, args, self, context)
+        handle.seq = self._next_seq()
+        owner = _step_owner(callback)
+        handle.lane = _CALLBACK_LANE if owner is None else self._register(owner)
+        handle.label = None
+        self._ready.append(handle)
+        return handle
+
+    def call_soon_threadsafe(
+        self, callback: Callable[..., object], *args: Any, context: Context | None = None
+    ) -> asyncio.Handle:
+        # From the loop's own thread this is just call_soon (asyncio itself does
+        # that when an async generator is finalized). From another thread the
+        # moment of the call is up to the OS scheduler, not to our chooser.
+        here = threading.get_ident()
+        if here == (self._thread_id or self._owner_thread):
+            return self.call_soon(callback, *args, context=context)
+        name = threading.current_thread().name
+        self._note_nondeterminism(
+            f"call_soon_threadsafe({_callable_name(callback)}) from thread {name!r}"
+        )
+        dropped = asyncio.Handle(callback, args, self, context)
+        dropped.cancel()
+        return dropped
+
+    def call_at(
+        self, when: float, callback: Callable[..., object], *args: Any, context: Context | None = None
+    ) -> asyncio.TimerHandle:
+        if when is None:
+            raise TypeError("when cannot be None")
+        self._check_closed()  # type: ignore[attr-defined]
+        if self._debug:
+            self._check_thread()  # type: ignore[attr-defined]
+            self._check_callback(callback, "call_at")  # type: ignore[attr-defined]
+        timer = _Timer(when, callback, args, self, context)
+        timer.seq = self._next_seq()
+        timer.lane = -2 - timer.seq
+        creator = asyncio.current_task(self)
+        who = "cb" if creator is None else f"T{self._register(creator)}"
+        k = self._timer_counts.get(who, 0) + 1
+        self._timer_counts[who] = k
+        timer.label = f"timer:{who}#{k}({_callable_name(callback)})"
+        heapq.heappush(self._scheduled, timer)
+        timer._scheduled = True  # type: ignore[attr-defined]
+        return timer
+
+    def create_task(  # type: ignore[override]
+        self,
+        coro: Coroutine[Any, Any, _T],
+        *,
+        name: object = None,
+        context: Context | None = None,
+        **kwargs: Any,
+    ) -> asyncio.Task[_T]:
+        # With an eager task factory (3.12+) the task's first step has already
+        # run inside super().create_task(); it may even be finished. Register
+        # it now so that its per-loop number follows creation order.
+        task = super().create_task(coro, name=name, context=context, **kwargs)
+        self._register(task)
+        return task
+
+    def run_until_complete(self, future: Any) -> Any:
+        """As stock, then re-raise a chooser's exception once the run has finished."""
+        try:
+            return super().run_until_complete(future)
+        finally:
+            exc = self.abandoned
+            if exc is not None and self.raise_abandoned:
+                self.abandoned = None
+                raise exc
+
+    # ------------------------------------------------------------- one step
+
+    def _run_once(self) -> None:
+        """One step (not one stock iteration): run one chosen ready handle."""
+        self._step()
+        # Stock asyncio finishes the batch in which stop() was called before
+        # run_forever() returns; do the same so that choice 0 stays faithful.
+        while self._stopping and self._batch:
+            self._step()
+
+    def _step(self) -> None:
+        problem = self._pending_problem
+        if problem is not None and self._recording:
+            self._pending_problem = None
+            raise problem
+        while True:
+            if not self._batch and not self._next_iteration():
+                return  # stopping, and nothing is ready
+            heads = self._lane_heads()
+            if heads:
+                break
+        if self._steps >= self.max_steps:
+            raise Hung(
+                "steps",
+                self._steps,
+                self._now,
+                self.blocked_tasks(),
+                f"the step limit max_steps={self.max_steps} was reached",
+            )
+        step = self._steps
+        choice = self._choose(step, heads) if self._recording else 0
+        handle = heads[choice]
+        self._remove(handle)
+        self._steps = step + 1
+        if self._recording:
+            label = self._label(handle)
+            self._choices.append(choice)
+            self._labels.append(label)
+            handle._run()
+            if self._observers and self.abandoned is None and self.violation is None:
+                self._observe(step, label)
+        else:
+            handle._run()
+
+    def _choose(self, step: int, heads: list[_Entry]) -> int:
+        chooser = self._chooser
+        if chooser is None or self.abandoned is not None:
+            return 0
+        labels = [self._label(h) for h in heads]
+        try:
+            choice = chooser(step, labels)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - any reason to abandon the run
+            # Do not let the exception out now: coroutines would be closed in
+            # the middle of their finally blocks ("coroutine ignored
+            # GeneratorExit"). Finish the run in FIFO order; run() re-raises.
+            self.abandoned = exc
+            return 0
+        if isinstance(choice, bool) or not isinstance(choice, int) or not 0 <= choice < len(heads):
+            self.abandoned = ValueError(
+                f"chooser returned {choice!r} at step {step}; expected an index in "
+                f"range({len(heads)}) into the ready lanes {labels!r}"
+            )
+            return 0
+        return choice
+
+    def _observe(self, step: int, label: str) -> None:
+        for observer in self._observers:
+            try:
+                observer(step, label)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:
+                self.violation = exc
+                self.violation_step = step
+                return
+            except BaseException as exc:  # noqa: BLE001 - e.g. a test framework's stop
+                self.abandoned = exc
+                return
+
+    def _next_iteration(self) -> bool:
+        """Start a stock-style iteration: due timers join the queue, a new batch begins.
+
+        Returns False when nothing is ready and the loop is stopping. Raises
+        Deadlock or Hung when nothing could ever become ready in time.
+        """
+        ready = self._ready
+        self._purge_cancelled()
+        self._drop_cancelled_timers()
+        self._promote_due_timers()
+        if not ready:
+            if self._stopping:
+                return False
+            if not self._scheduled:
+                raise Deadlock(self._steps, self._now, self.blocked_tasks())
+            when = self._scheduled[0]._when  # type: ignore[attr-defined]
+            if when > self.max_virtual_time:
+                raise Hung(
+                    "virtual_time",
+                    self._steps,
+                    self._now,
+                    self.blocked_tasks(),
+                    f"nothing is ready and the next timer is at virtual time {when:g}, beyond "
+                    f"max_virtual_time={self.max_virtual_time:g}",
+                )
+            # Nothing can happen before the next timer: jump there. This is
+            # where a sleep(3600) or a wait_for timeout costs no wall time.
+            self._now = max(self._now, when)
+            self._promote_due_timers()
+        self._batch = {h.seq for h in ready}
+        return True
+
+    def _promote_due_timers(self) -> None:
+        scheduled = self._scheduled
+        end = self._now + self._clock_resolution
+        due: list[_Timer] = []
+        while scheduled and scheduled[0]._when < end:  # type: ignore[attr-defined]
+            timer = heapq.heappop(scheduled)
+            timer._scheduled = False  # type: ignore[attr-defined]
+            if not timer._cancelled:
+                due.append(timer)
+        # A heap does not keep equal deadlines in creation order, and on a
+        # virtual clock equal deadlines are common (two sleep(1) from the same
+        # instant). On a real clock the earlier-made timer has the earlier
+        # deadline, so order ties by creation to stay faithful to stock asyncio.
+        due.sort(key=lambda t: (t._when, t.seq))  # type: ignore[attr-defined]
+        self._ready.extend(due)
+
+    def _drop_cancelled_timers(self) -> None:
+        scheduled = self._scheduled
+        if len(scheduled) > 100 and self._timer_cancelled_count * 2 > len(scheduled):
+            live = []
+            for t in scheduled:
+                if t._cancelled:
+                    t._scheduled = False  # type: ignore[attr-defined]
+                else:
+                    live.append(t)
+            heapq.heapify(live)
+            self._scheduled = live
+            self._timer_cancelled_count = 0
+            return
+        while scheduled and scheduled[0]._cancelled:
+            self._timer_cancelled_count -= 1
+            timer = heapq.heappop(scheduled)
+            timer._scheduled = False  # type: ignore[attr-defined]
+
+    def _lane_heads(self) -> list[_Entry]:
+        """The oldest ready handle of each lane, oldest first (index 0 = stock FIFO)."""
+        heads: list[_Entry] = []
+        seen: set[int] = set()
+        cancelled = False
+        for h in self._ready:
+            if h._cancelled:
+                cancelled = True
+                continue
+            if h.lane not in seen:
+                seen.add(h.lane)
+                heads.append(h)
+        if cancelled:
+            self._purge_cancelled()
+        return heads
+
+    def _purge_cancelled(self) -> None:
+        ready = self._ready
+        if not any(h._cancelled for h in ready):
+            return
+        keep = [h for h in ready if not h._cancelled]
+        for h in ready:
+            if h._cancelled:
+                self._batch.discard(h.seq)
+        ready.clear()
+        ready.extend(keep)
+
+    def _remove(self, handle: _Entry) -> None:
+        ready = self._ready
+        if ready[0] is handle:
+            ready.popleft()
+        else:
+            for i, h in enumerate(ready):
+                if h is handle:
+                    del ready[i]
+                    break
+        self._batch.discard(handle.seq)
+
+    # ------------------------------------------------------------- labelling
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _register(self, task: asyncio.Task[Any]) -> int:
+        n = self._task_index.get(task)
+        if n is None:
+            n = len(self._task_list)
+            self._task_index[task] = n
+            self._task_list.append(task)
+            if _DEFAULT_TASK_NAME.fullmatch(task.get_name()):
+                # asyncio's default names count tasks process-wide; a per-loop
+                # name keeps user logs (and labels) identical between runs.
+                task.set_name(f"T{n}:{_coroutine_name(task)}")
+        return n
+
+    def _label_of_task(self, n: int) -> str:
+        label = self._task_labels.get(n)
+        if label is None:
+            # Computed at first use, not at registration: with an eager task
+            # factory on 3.12 the user's name is set only after the first step.
+            name = self._task_list[n].get_name()
+            prefix = f"T{n}:"
+            if _DEFAULT_TASK_NAME.fullmatch(name):
+                name = _coroutine_name(self._task_list[n])
+            label = name if name.startswith(prefix) else prefix + name
+            self._task_labels[n] = label
+        return label
+
+    def _label(self, h: _Entry) -> str:
+        label = h.label
+        if label is None:
+            if h.lane >= 0:
+                label = self._label_of_task(h.lane)
+            else:
+                label = f"cb:{_callable_name(_callback(h))}"
+            h.label = label
+        return label
+
+    # -------------------------------------------- nondeterminism and errors
+
+    def _note_nondeterminism(self, what: str) -> None:
+        if self._pending_problem is None:
+            self._pending_problem = UncontrolledNondeterminism(self._steps, what)
+
+    def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> NoReturn:
+        """Refused: a thread's timing is outside the loop's control (see the verdict)."""
+        self._note_nondeterminism(f"run_in_executor({_callable_name(func)})")
+        assert self._pending_problem is not None
+        # Raise in the caller too, so that it cannot go on as if the work had
+        # been submitted; the run stops at the next step even if it is caught.
+        raise self._pending_problem
+
+    def _collect_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        who = context.get("task") or context.get("future")
+        label = (
+            self._label_of_task(self._task_index[who])
+            if isinstance(who, asyncio.Task) and who in self._task_index
+            else None
+        )
+        exc = context.get("exception")
+        self.errors.append(
+            LoopError(str(context.get("message", "")), exc if isinstance(exc, BaseException) else None, label)
+        )
+
+    # ----------------------------------------------------------- shutdown
+
+    def _asyncgen_firstiter_hook(self, agen: Any) -> None:
+        self._agen_order[agen] = self._next_seq()
+        super()._asyncgen_firstiter_hook(agen)  # type: ignore[misc]
+
+    async def shutdown_asyncgens(self) -> None:
+        """Close live async generators, in the order they started (not set order)."""
+        self._asyncgens_shutdown_called = True
+        if not len(self._asyncgens):
+            return
+        order = self._agen_order
+        closing = sorted(self._asyncgens, key=lambda ag: order.get(ag, 1 << 62))
+        self._asyncgens.clear()
+        results = await asyncio.gather(*[ag.aclose() for ag in closing], return_exceptions=True)
+        for result, agen in zip(results, closing, strict=True):
+            if isinstance(result, Exception):
+                self.call_exception_handler(
+                    {
+                        "message": f"an error occurred during closing of asynchronous generator {agen!r}",
+                        "exception": result,
+                        "asyncgen": agen,
+                    }
+                )
+
+    def finish(self) -> RunProblem | None:
+        """Wind down after the main phase, the way ``asyncio.run`` does, but deterministically.
+
+        Cancels every unfinished task in creation order (``asyncio.run`` uses
+        ``all_tasks()``, a set), runs them to their end in FIFO order, closes
+        async generators, and reports exceptions nobody retrieved through the
+        exception handler. These steps are not recorded, not chosen and not
+        observed: they are asyncio's teardown, not the system under test.
+        Returns the problem that cut the teardown short, if any.
+        """
+        self._recording = False
+        self._steps = 0
+        self._pending_problem = None
+        problem: RunProblem | None = None
+        self._report_unretrieved()
+        pending = [t for t in self._task_list if not t.done()]
+        try:
+            if pending:
+                for task in pending:
+                    task.cancel()
+                self.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            if len(self._asyncgens):
+                self.run_until_complete(self.shutdown_asyncgens())
+        except RunProblem as exc:
+            problem = exc
+        for task in pending:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                self.call_exception_handler(
+                    {
+                        "message": "unhandled exception during shutdown",
+                        "exception": task.exception(),
+                        "task": task,
+                    }
+                )
+        self._report_unretrieved()
+        return problem
+
+    def _report_unretrieved(self) -> None:
+        # asyncio reports these from Task.__del__, i.e. whenever the garbage
+        # collector gets to it, possibly during a later run. Report them now.
+        for task in self._task_list:
+            if task.done() and getattr(task, "_log_traceback", False):
+                task._log_traceback = False  # type: ignore[attr-defined]
+                self.call_exception_handler(
+                    {
+                        "message": "Task exception was never retrieved",
+                        "exception": task.exception(),
+                        "task": task,
+                    }
+                )
+
+
+def _coroutine_name(task: asyncio.Task[Any]) -> str:
+    coro = task.get_coro()
+    return _callable_name(coro) if coro is not None else "task"
+
+
+def _refuse(name: str) -> Callable[..., NoReturn]:
+    def refused(self: ControlledLoop, *args: Any, **kwargs: Any) -> NoReturn:
+        raise UnsupportedOperation(
+            f"ControlledLoop does no I/O: loop.{name}() is not available. A controlled run "
+            f"must be closed (no sockets, pipes, subprocesses or signals); replace the "
+            f"I/O with an in-memory fake whose waits are asyncio futures."
+        )
+
+    refused.__name__ = refused.__qualname__ = name
+    return refused
+
+
+_IO_METHODS = (
+    "add_reader remove_reader add_writer remove_writer add_signal_handler "
+    "remove_signal_handler getaddrinfo getnameinfo create_connection create_server "
+    "create_datagram_endpoint create_unix_connection create_unix_server "
+    "connect_accepted_socket connect_read_pipe connect_write_pipe subprocess_exec "
+    "subprocess_shell sock_recv sock_recv_into sock_recvfrom sock_recvfrom_into "
+    "sock_sendall sock_sendto sock_connect sock_accept sock_sendfile sendfile start_tls"
+).split()
+for _name in _IO_METHODS:
+    setattr(ControlledLoop, _name, _refuse(_name))
+
+
+def add_observer(observer: Observer) -> None:
+    """Register ``observer(step, label)`` on the running controlled loop.
+
+    For scenario code that builds its own checker: call it from inside the
+    main coroutine. Outside a :class:`ControlledLoop` this is an error, since
+    the observer would silently never be called.
+    """
+    loop = asyncio.get_running_loop()
+    if not isinstance(loop, ControlledLoop):
+        raise RuntimeError(
+            "add_observer() needs a running ControlledLoop (sessionguard.loop.run); "
+            f"the running loop is a {type(loop).__name__}"
+        )
+    loop.add_observer(observer)
