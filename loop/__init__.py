@@ -24,6 +24,7 @@ from .controlled import (
     fifo,
     lane_key,
 )
+from .dfs import FullExpansion, Node, Reduction, explore_dfs
 from .errors import (
     BlockedTask,
     Deadlock,
@@ -34,8 +35,19 @@ from .errors import (
     UncontrolledNondeterminism,
     UnsupportedOperation,
 )
+from .explore import (
+    Exploration,
+    FailurePredicate,
+    HarnessOptions,
+    ObserverFactory,
+    any_failure,
+    raised,
+)
+from .pct import PCTChooser, explore_pct
+from .random_walk import RandomChooser, explore_random
 from .runner import CoroFactory, ReplayChooser, RunResult, Verdict, replay, run
 from .schedule import Schedule, python_version
+from .shrink import IndexChooser, shrink
 
 __all__ = [
     "DEFAULT_MAX_STEPS",
@@ -45,6 +57,16 @@ __all__ = [
     "ControlledLoop",
     "CoroFactory",
     "Deadlock",
+    "Exploration",
+    "FailurePredicate",
+    "FullExpansion",
+    "HarnessOptions",
+    "IndexChooser",
+    "Node",
+    "ObserverFactory",
+    "PCTChooser",
+    "RandomChooser",
+    "Reduction",
     "Hung",
     "LoopError",
     "Observer",
@@ -58,9 +80,15 @@ __all__ = [
     "UnsupportedOperation",
     "Verdict",
     "add_observer",
+    "any_failure",
+    "explore_dfs",
+    "explore_pct",
+    "explore_random",
     "fifo",
     "lane_key",
     "python_version",
+    "raised",
     "replay",
     "run",
+    "shrink",
 ]

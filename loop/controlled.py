@@ -46,9 +46,10 @@ import re
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import Executor
 from contextvars import Context
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, TypeVarTuple, Unpack
 
 from .errors import (
     BlockedTask,
@@ -72,6 +73,7 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
 
 Chooser = Callable[[int, Sequence[str]], int]
 """``chooser(step, lanes) -> index``: pick one of the ready lanes (labels, FIFO-sorted)."""
@@ -83,6 +85,7 @@ DEFAULT_MAX_STEPS = 100_000
 DEFAULT_MAX_VIRTUAL_TIME = 30 * 24 * 3600.0  # a month of virtual seconds
 
 _CALLBACK_LANE = -1
+_SHUTDOWN_ROUNDS = 100  # cancel-and-wait passes at shutdown (finally blocks may start tasks)
 _DEFAULT_TASK_NAME = re.compile(r"Task-\d+|None")  # 3.13.0 names an unnamed factory task "None"
 _STEP_CALLBACKS = frozenset({"TaskStepMethWrapper", "task_wakeup", "__step", "__wakeup"})
 _TASK_TYPES: tuple[type, ...] = tuple(
@@ -140,12 +143,50 @@ class _Timer(asyncio.TimerHandle):
 _Entry = _ReadyHandle | _Timer
 
 
+class Task(asyncio.Task[_T]):
+    """A Task that hashes by a per-loop number instead of by its address.
+
+    asyncio keeps tasks in sets (``TaskGroup._tasks``, the sets of
+    ``asyncio.wait``, ``all_tasks()``), and a set iterates in hash order. With
+    address-based hashes the order in which a TaskGroup cancels its members
+    changes from one run to the next, so no schedule of such a program could
+    be replayed or searched. Equality stays identity: nothing but set order
+    can tell the difference, and set order was arbitrary to begin with.
+    """
+
+    __slots__ = ("_sg_hash",)
+
+    def __init__(self, coro: Coroutine[Any, Any, _T], *, sg_hash: int, **kwargs: Any) -> None:
+        self._sg_hash = sg_hash  # before Task.__init__, which adds self to a WeakSet
+        super().__init__(coro, **kwargs)
+
+    def __hash__(self) -> int:
+        return self._sg_hash
+
+
+class Future(asyncio.Future[_T]):
+    """A Future with a per-loop hash, for the same reason as :class:`Task`."""
+
+    __slots__ = ("_sg_hash",)
+
+    def __init__(self, *, loop: asyncio.AbstractEventLoop, sg_hash: int) -> None:
+        self._sg_hash = sg_hash
+        super().__init__(loop=loop)
+
+    def __hash__(self) -> int:
+        return self._sg_hash
+
+
+_EAGER_TASK_FACTORY = getattr(asyncio, "eager_task_factory", None)  # 3.12+
+
+
 def _callable_name(cb: object) -> str:
+    """A short, run-independent name: the qualname after its last ``<locals>``."""
     name = getattr(cb, "__qualname__", None) or getattr(cb, "__name__", None)
     if name is None:
         inner = getattr(cb, "func", None)  # functools.partial
         name = _callable_name(inner) if inner is not None else type(cb).__name__
-    return str(name)
+    return str(name).rpartition("<locals>.")[2]
 
 
 def _step_owner(cb: object) -> asyncio.Task[Any] | None:
@@ -192,7 +233,10 @@ def _coroutine_stack(coro: object) -> tuple[str, ...]:
         frame = _frame_of(obj)
         if frame is not None:
             code = frame.f_code
-            out.append(f"{code.co_qualname} ({os.path.basename(code.co_filename)}:{frame.f_lineno})")
+            out.append(
+                f"{code.co_qualname.rpartition('<locals>.')[2]} "
+                f"({os.path.basename(code.co_filename)}:{frame.f_lineno})"
+            )
         obj = _awaited_by(obj)
     return tuple(out)
 
@@ -221,6 +265,7 @@ class ControlledLoop(asyncio.BaseEventLoop):
     _asyncgens: weakref.WeakSet[Any]
     _asyncgens_shutdown_called: bool
     _debug: bool
+    _task_factory: Any
 
     def __init__(
         self,
@@ -250,6 +295,7 @@ class ControlledLoop(asyncio.BaseEventLoop):
         self._labels: list[str] = []
         self._task_index: dict[asyncio.Task[Any], int] = {}
         self._task_list: list[asyncio.Task[Any]] = []
+        self._coro_names: list[str] = []
         self._task_labels: dict[int, str] = {}
         self._timer_counts: dict[str, int] = {}
         self._owner_thread = threading.get_ident()
@@ -319,7 +365,10 @@ class ControlledLoop(asyncio.BaseEventLoop):
     # ------------------------------------------------------------- scheduling
 
     def call_soon(
-        self, callback: Callable[..., object], *args: Any, context: Context | None = None
+        self,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: *_Ts,
+        context: Context | None = None,
     ) -> asyncio.Handle:
         self._check_closed()  # type: ignore[attr-defined]
         if self._debug:
@@ -334,7 +383,10 @@ class ControlledLoop(asyncio.BaseEventLoop):
         return handle
 
     def call_soon_threadsafe(
-        self, callback: Callable[..., object], *args: Any, context: Context | None = None
+        self,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: *_Ts,
+        context: Context | None = None,
     ) -> asyncio.Handle:
         # From the loop's own thread this is just call_soon (asyncio itself does
         # that when an async generator is finalized). From another thread the
@@ -351,7 +403,11 @@ class ControlledLoop(asyncio.BaseEventLoop):
         return dropped
 
     def call_at(
-        self, when: float, callback: Callable[..., object], *args: Any, context: Context | None = None
+        self,
+        when: float,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: *_Ts,
+        context: Context | None = None,
     ) -> asyncio.TimerHandle:
         if when is None:
             raise TypeError("when cannot be None")
@@ -379,12 +435,27 @@ class ControlledLoop(asyncio.BaseEventLoop):
         context: Context | None = None,
         **kwargs: Any,
     ) -> asyncio.Task[_T]:
-        # With an eager task factory (3.12+) the task's first step has already
-        # run inside super().create_task(); it may even be finished. Register
-        # it now so that its per-loop number follows creation order.
-        task = super().create_task(coro, name=name, context=context, **kwargs)
-        self._register(task)
+        self._check_closed()  # type: ignore[attr-defined]
+        factory = self._task_factory
+        task: asyncio.Task[_T]
+        if factory is None or factory is _EAGER_TASK_FACTORY:
+            if factory is not None:
+                kwargs.setdefault("eager_start", True)
+            task = Task(
+                coro, loop=self, name=name, context=context, sg_hash=self._next_seq(), **kwargs
+            )
+        else:
+            # A user's own factory: its tasks hash by address, and if the
+            # program puts them in sets, replay will report the divergence.
+            task = super().create_task(coro, name=name, context=context, **kwargs)
+        # With an eager factory (3.12+) the task's first step has already run
+        # inside the constructor, and the task may even be finished. Register
+        # it now anyway, so that its per-loop number follows creation order.
+        self._register(task, coro)
         return task
+
+    def create_future(self) -> asyncio.Future[Any]:
+        return Future(loop=self, sg_hash=self._next_seq())
 
     def run_until_complete(self, future: Any) -> Any:
         """As stock, then re-raise a chooser's exception once the run has finished."""
@@ -449,7 +520,7 @@ class ControlledLoop(asyncio.BaseEventLoop):
             choice = chooser(step, labels)
         except (KeyboardInterrupt, SystemExit):
             raise
-        except BaseException as exc:  # noqa: BLE001 - any reason to abandon the run
+        except BaseException as exc:  # any reason to abandon the run
             # Do not let the exception out now: coroutines would be closed in
             # the middle of their finally blocks ("coroutine ignored
             # GeneratorExit"). Finish the run in FIFO order; run() re-raises.
@@ -473,7 +544,7 @@ class ControlledLoop(asyncio.BaseEventLoop):
                 self.violation = exc
                 self.violation_step = step
                 return
-            except BaseException as exc:  # noqa: BLE001 - e.g. a test framework's stop
+            except BaseException as exc:  # e.g. a test framework stopping the run
                 self.abandoned = exc
                 return
 
@@ -587,16 +658,22 @@ class ControlledLoop(asyncio.BaseEventLoop):
         self._seq += 1
         return self._seq
 
-    def _register(self, task: asyncio.Task[Any]) -> int:
+    def _register(self, task: asyncio.Task[Any], coro: object = None) -> int:
         n = self._task_index.get(task)
         if n is None:
             n = len(self._task_list)
             self._task_index[task] = n
             self._task_list.append(task)
+            # Never ask a finished task for its coroutine: on 3.12.0/3.12.1,
+            # get_coro() of a task that completed eagerly crashes the
+            # interpreter. create_task passes the coroutine in instead.
+            if coro is None and not task.done():
+                coro = task.get_coro()
+            self._coro_names.append("task" if coro is None else _callable_name(coro))
             if _DEFAULT_TASK_NAME.fullmatch(task.get_name()):
                 # asyncio's default names count tasks process-wide; a per-loop
                 # name keeps user logs (and labels) identical between runs.
-                task.set_name(f"T{n}:{_coroutine_name(task)}")
+                task.set_name(f"T{n}:{self._coro_names[n]}")
         return n
 
     def _label_of_task(self, n: int) -> str:
@@ -607,7 +684,7 @@ class ControlledLoop(asyncio.BaseEventLoop):
             name = self._task_list[n].get_name()
             prefix = f"T{n}:"
             if _DEFAULT_TASK_NAME.fullmatch(name):
-                name = _coroutine_name(self._task_list[n])
+                name = self._coro_names[n]
             label = name if name.startswith(prefix) else prefix + name
             self._task_labels[n] = label
         return label
@@ -628,7 +705,9 @@ class ControlledLoop(asyncio.BaseEventLoop):
         if self._pending_problem is None:
             self._pending_problem = UncontrolledNondeterminism(self._steps, what)
 
-    def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> NoReturn:
+    def run_in_executor(
+        self, executor: Executor | None, func: Callable[[Unpack[_Ts]], _T], *args: *_Ts
+    ) -> asyncio.Future[_T]:
         """Refused: a thread's timing is outside the loop's control (see the verdict)."""
         self._note_nondeterminism(f"run_in_executor({_callable_name(func)})")
         assert self._pending_problem is not None
@@ -645,7 +724,11 @@ class ControlledLoop(asyncio.BaseEventLoop):
         )
         exc = context.get("exception")
         self.errors.append(
-            LoopError(str(context.get("message", "")), exc if isinstance(exc, BaseException) else None, label)
+            LoopError(
+                str(context.get("message", "")),
+                exc if isinstance(exc, BaseException) else None,
+                label,
+            )
         )
 
     # ----------------------------------------------------------- shutdown
@@ -674,31 +757,40 @@ class ControlledLoop(asyncio.BaseEventLoop):
                 )
 
     def finish(self) -> RunProblem | None:
-        """Wind down after the main phase, the way ``asyncio.run`` does, but deterministically.
+        """Wind down after the main phase like ``asyncio.run``, but deterministically and fully.
 
         Cancels every unfinished task in creation order (``asyncio.run`` uses
-        ``all_tasks()``, a set), runs them to their end in FIFO order, closes
-        async generators, and reports exceptions nobody retrieved through the
-        exception handler. These steps are not recorded, not chosen and not
-        observed: they are asyncio's teardown, not the system under test.
-        Returns the problem that cut the teardown short, if any.
+        ``all_tasks()``, a set) and runs them to their end in FIFO order, then
+        closes async generators in the order they started. Unlike
+        ``asyncio.run`` it repeats the cancellation while tasks remain: a
+        ``finally`` block that starts a new task (a drain of pending work, in
+        a gateway) would otherwise leave it pending when the loop closes, and
+        thousands of runs would flood stderr with "coroutine ignored
+        GeneratorExit". A task that survives every round (it swallows its
+        cancellation and waits forever) has its coroutine closed here, where
+        the error can be caught and reported in ``errors``.
+
+        These steps are not recorded, chosen or observed: they are asyncio's
+        teardown, not the system under test. They share one budget of
+        ``max_steps``. Returns the problem that cut the teardown short, if any.
         """
         self._recording = False
         self._steps = 0
         self._pending_problem = None
-        problem: RunProblem | None = None
         self._report_unretrieved()
-        pending = [t for t in self._task_list if not t.done()]
-        try:
-            if pending:
-                for task in pending:
-                    task.cancel()
-                self.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            if len(self._asyncgens):
+        cancelled: dict[asyncio.Task[Any], None] = {}
+        problem = self._cancel_until_quiet(cancelled)
+        if problem is None and len(self._asyncgens):
+            try:
                 self.run_until_complete(self.shutdown_asyncgens())
-        except RunProblem as exc:
-            problem = exc
-        for task in pending:
+            except RunProblem as exc:
+                problem = exc
+            else:
+                problem = self._cancel_until_quiet(cancelled)
+        for task in self._task_list:
+            if not task.done():
+                self._close_stuck(task)
+        for task in cancelled:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 self.call_exception_handler(
                     {
@@ -709,6 +801,36 @@ class ControlledLoop(asyncio.BaseEventLoop):
                 )
         self._report_unretrieved()
         return problem
+
+    def _cancel_until_quiet(self, cancelled: dict[asyncio.Task[Any], None]) -> RunProblem | None:
+        for _ in range(_SHUTDOWN_ROUNDS):
+            pending = [t for t in self._task_list if not t.done()]
+            if not pending:
+                return None
+            for task in pending:
+                task.cancel()
+                cancelled[task] = None
+            try:
+                self.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            except RunProblem as exc:
+                return exc
+        return None
+
+    def _close_stuck(self, task: asyncio.Task[Any]) -> None:
+        coro = task.get_coro()  # safe: the task has not finished
+        error: BaseException | None = None
+        if coro is not None and hasattr(coro, "close"):
+            try:
+                coro.close()
+            except RuntimeError as exc:  # "coroutine ignored GeneratorExit"
+                error = exc
+        self.call_exception_handler(
+            {
+                "message": "task still running after shutdown cancelled it; its coroutine was closed",
+                "exception": error,
+                "task": task,
+            }
+        )
 
     def _report_unretrieved(self) -> None:
         # asyncio reports these from Task.__del__, i.e. whenever the garbage
@@ -723,11 +845,6 @@ class ControlledLoop(asyncio.BaseEventLoop):
                         "task": task,
                     }
                 )
-
-
-def _coroutine_name(task: asyncio.Task[Any]) -> str:
-    coro = task.get_coro()
-    return _callable_name(coro) if coro is not None else "task"
 
 
 def _refuse(name: str) -> Callable[..., NoReturn]:

@@ -22,7 +22,7 @@ from .controlled import (
     LoopError,
     Observer,
 )
-from .errors import ReplayDivergence, RunProblem
+from .errors import BlockedTask, ReplayDivergence, RunProblem
 from .schedule import Schedule
 
 __all__ = [
@@ -56,6 +56,8 @@ class RunResult:
 
     ``errors`` are the calls of asyncio's exception handler during the run and
     its shutdown, such as a background task's exception nobody retrieved.
+    ``unfinished`` lists the other tasks still pending when the main task
+    ended (shutdown then cancelled them): a wedged worker shows up here.
     """
 
     verdict: Verdict
@@ -67,6 +69,7 @@ class RunResult:
     violation_step: int | None = None
     problem: RunProblem | None = None
     errors: tuple[LoopError, ...] = ()
+    unfinished: tuple[BlockedTask, ...] = ()
     shutdown_problem: RunProblem | None = None
 
     @property
@@ -143,6 +146,7 @@ def run(
             loop.schedule_steps, max_steps=max_steps, max_virtual_time=max_virtual_time
         )
         virtual_time = loop.time()
+        unfinished = tuple(b for b in loop.blocked_tasks() if b.label != "T0:main")
         shutdown_problem = loop.finish()
     finally:
         loop.close()
@@ -170,6 +174,7 @@ def run(
         violation_step=loop.violation_step,
         problem=problem,
         errors=tuple(loop.errors),
+        unfinished=unfinished,
         shutdown_problem=shutdown_problem,
     )
 

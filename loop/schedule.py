@@ -120,5 +120,5 @@ class Schedule:
         )
 
     def __str__(self) -> str:
-        picked = ", ".join(f"{c}:{lbl}" if c else lbl for c, lbl in self.steps)
+        picked = ", ".join(f"[{c}]{lbl}" if c else lbl for c, lbl in self.steps)
         return f"Schedule(python={self.python}, {len(self.steps)} steps: {picked})"

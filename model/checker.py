@@ -32,7 +32,7 @@ from .properties import (
     StepInvariant,
     holders,
 )
-from .symmetry import canonical
+from .symmetry import canonical, forget_history
 from .vocabulary import TEXT, Bounds, Message, State, Step, Trace
 from .world import World
 
@@ -48,6 +48,8 @@ class CheckerConfig:
     max_states: stop with an "incomplete" verdict after this many states.
     max_seconds: stop with an "incomplete" verdict after this much time.
     symmetry: merge states that differ only by a renaming of session keys.
+    merge_history: merge states that differ only in how finished messages
+        ended (see `symmetry.forget_history`).
     by_rule: also keep the shortest counterexample for each rule whose step
         first broke a property (an easy bug then never hides a subtle one).
     properties: the properties to check (all when None).
@@ -57,6 +59,7 @@ class CheckerConfig:
     max_states: int = 5_000_000
     max_seconds: float = 600.0
     symmetry: bool = True
+    merge_history: bool = True
     by_rule: bool = False
     properties: tuple[Property, ...] | None = None
     progress: Callable[[Stats], None] | None = None
@@ -182,7 +185,7 @@ def check(design: Design, bounds: Bounds, config: CheckerConfig | None = None) -
     invariants = [p for p in props if isinstance(p, Invariant)]
     step_invariants = [p for p in props if isinstance(p, StepInvariant)]
     liveness = [p for p in props if isinstance(p, Liveness)]
-    canon = canonical if config.symmetry else (lambda s: s)
+    canon = _canonicalizer(config)
 
     graph = _Graph(canon)
     stats = Stats()
@@ -252,7 +255,7 @@ def check(design: Design, bounds: Bounds, config: CheckerConfig | None = None) -
 
     live_failure: int | None = None
     if liveness and complete:
-        live_failure = _check_liveness(design, bounds, graph, rev, quiescent, config, started)
+        live_failure = _check_liveness(design, bounds, graph, rev, quiescent)
         if live_failure is None and time.perf_counter() - started > config.max_seconds:
             complete, stopped_by = False, "seconds"
     stats.seconds = time.perf_counter() - started
@@ -283,6 +286,16 @@ def check(design: Design, bounds: Bounds, config: CheckerConfig | None = None) -
     return Report(design.name, bounds, verdicts, stats, complete, stopped_by)
 
 
+def _canonicalizer(config: CheckerConfig) -> Callable[[State], State]:
+    if config.symmetry and config.merge_history:
+        return canonical
+    if config.symmetry:
+        return lambda s: canonical(s, merge_history=False)
+    if config.merge_history:
+        return forget_history
+    return lambda s: s
+
+
 def _rule_group(step: Step) -> str:
     """The rule a counterexample is grouped by: its name up to the first detail."""
     return step.rule.split(" (")[0].split(",")[0]
@@ -297,8 +310,6 @@ def _check_liveness(
     graph: _Graph,
     rev: list[list[int]],
     quiescent: list[bool],
-    config: CheckerConfig,
-    started: float,
 ) -> int | None:
     """The first (shallowest) state from which no settled state can be reached."""
     n = len(graph.states)
@@ -317,14 +328,15 @@ def _check_liveness(
     bad = [i for i in range(n) if not good[i]]
     if not bad:
         return None
-    # Hung states get the user's recovery: one /stop per session.
-    recovery = _Recovery(design, bounds, len(graph.states[0].sessions))
+    # Hung states get the user's recovery: one /stop per session, explored in
+    # one graph for all of them, since their futures overlap.
+    hung = [i for i in bad if has_hang(graph.states[i])]
+    recovery = _Recovery(design, bounds, len(graph.states[0].sessions), graph.canon)
+    stuck = recovery.stuck_all([graph.states[i] for i in hung])
     for i in sorted(bad, key=lambda i: graph.depth[i]):
         s = graph.states[i]
-        if not has_hang(s) or recovery.stuck(s) is not None:
+        if not has_hang(s) or s in stuck:
             return i
-        if time.perf_counter() - started > config.max_seconds:
-            return None
     return None
 
 
@@ -361,41 +373,53 @@ def _witness(design: Design, bounds: Bounds, state: State) -> tuple[list[tuple[S
 
 
 class _Recovery:
-    """Explores a hung state after the user sends /stop: can it settle then?"""
+    """Explores hung states after the user sends /stop: can they settle then?"""
 
-    def __init__(self, design: Design, bounds: Bounds, sessions: int) -> None:
-        self.design, self.bounds, self.sessions = design, bounds, sessions
+    def __init__(
+        self,
+        design: Design,
+        bounds: Bounds,
+        sessions: int,
+        canon: Callable[[State], State] = lambda s: s,
+    ) -> None:
+        self.design, self.bounds, self.sessions, self.canon = design, bounds, sessions, canon
 
-    def stuck(self, state: State) -> tuple[list[tuple[Step, State]], str] | None:
-        start = state._replace(extra=self.sessions)
-        parent: dict[State, tuple[State, Step] | None] = {start: None}
-        order = [start]
+    def _explore(
+        self, starts: list[State]
+    ) -> tuple[dict[State, tuple[State, Step] | None], list[State], dict[State, list[State]], set[State]]:
+        parent: dict[State, tuple[State, Step] | None] = {s: None for s in starts}
+        order = list(parent)
         edges: dict[State, list[State]] = {}
-        todo = deque([start])
+        settled: set[State] = set()
+        todo = deque(order)
         while todo:
             s = todo.popleft()
             succ = self.design.successors(s, self.bounds, faults=False)
+            succ = [(st, self.canon(t)) for st, t in succ]
             edges[s] = [t for _, t in succ]
+            if unsettled(self.design, s, not any(is_internal(st) for st, _ in succ)) is None:
+                settled.add(s)
             for st, t in succ:
                 if t not in parent:
                     parent[t] = (s, st)
                     order.append(t)
                     todo.append(t)
-        settled = {
-            s
-            for s in order
-            if unsettled(self.design, s, not any(is_internal(st) for st, _ in
-                                                   self.design.successors(s, self.bounds, faults=False)))
-            is None
-        }
+        return parent, order, edges, settled
+
+    def stuck_all(self, states: list[State]) -> set[State]:
+        """The given states from which even the recovery /stops cannot settle."""
+        starts = {s: self.canon(s._replace(extra=self.sessions)) for s in states}
+        _, order, edges, settled = self._explore(list(set(starts.values())))
+        good = _can_reach(order, edges, settled)
+        return {s for s, r in starts.items() if r not in good}
+
+    def stuck(self, state: State) -> tuple[list[tuple[Step, State]], str] | None:
+        """If `state` cannot settle even after the recovery: how it ends up."""
+        start = state._replace(extra=self.sessions)
+        parent, order, edges, settled = self._explore([start])
         if start in _can_reach(order, edges, settled):
             return None
-        # Show the user's /stop and where things end up.
-        end = order[-1]
-        for s in order:
-            if not any(True for _ in edges[s]):
-                end = s
-                break
+        end = next((s for s in order if not edges[s]), order[-1])
         tail: list[tuple[Step, State]] = []
         cur = end
         while (link := parent[cur]) is not None:
@@ -409,14 +433,19 @@ class _Recovery:
 def _can_reach(
     order: list[State], edges: dict[State, list[State]], targets: set[State]
 ) -> set[State]:
+    """The states (of `order`) from which some state of `targets` is reachable."""
+    rev: dict[State, list[State]] = {}
+    for s in order:
+        for t in edges[s]:
+            rev.setdefault(t, []).append(s)
     good = set(targets)
-    changed = True
-    while changed:
-        changed = False
-        for s in reversed(order):
-            if s not in good and any(t in good for t in edges[s]):
+    todo = deque(good)
+    while todo:
+        t = todo.popleft()
+        for s in rev.get(t, ()):
+            if s not in good:
                 good.add(s)
-                changed = True
+                todo.append(s)
     return good
 
 

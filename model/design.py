@@ -63,6 +63,7 @@ from .vocabulary import (
     TEXT,
     TYPING,
     Bounds,
+    Handler,
     Level,
     Message,
     State,
@@ -99,6 +100,8 @@ class Design:
     #: Awaits at which a cancellation of the task is swallowed (SPEC appendix:
     #: both wait for the cancelled typing task inside `except CancelledError: pass`).
     swallows_cancel: frozenset[str] = frozenset({INBAND, TYPING})
+    #: Awaits wrapped in a timeout: a call that would hang there fails instead.
+    bounded_awaits: frozenset[str] = frozenset()
     #: Violations this design is known to have: property name -> why.
     known: dict[str, str] = {}
 
@@ -431,17 +434,10 @@ class Design:
     # --- inbound handlers that await ----------------------------------------------
 
     def _handler_steps(
-        self, state: State, h: object, bounds: Bounds, can_fault: bool, out: list[Successor]
+        self, state: State, h: Handler, bounds: Bounds, can_fault: bool, out: list[Successor]
     ) -> None:
-        from .vocabulary import Handler
-
-        assert isinstance(h, Handler)
-        if h.hung:
+        if h.hung or not self.handler_ready(state, h):
             return
-        if h.pc == C_AWAIT:
-            target_live = any(t.tid == h.target and t.pc != REAP for t in state.tasks)
-            if target_live:
-                return  # awaiting the cancelled owner's end
         actor = f"H{h.mid}"
         out.append(self._apply_handler(state, actor, h.mid, None))
         if can_fault:
@@ -449,13 +445,21 @@ class Design:
                 if fault in bounds.fault_kinds:
                     out.append(self._apply_handler(state, actor, h.mid, fault))
 
+    def handler_ready(self, state: State, h: Handler) -> bool:
+        """C2 waits for the cancelled owner to end; every other await can resume."""
+        if h.pc == C_AWAIT:
+            return not any(t.tid == h.target and t.pc != REAP for t in state.tasks)
+        return True
+
     def _apply_handler(self, state: State, actor: str, mid: int, fault: str | None) -> Successor:
         w = World(state)
         h = w.handler(mid)
         pc = h.pc
         if fault is not None:
             w.faults_used += 1
-            if fault in HANG_FAULTS:
+            if fault in HANG_FAULTS and pc in self.bounded_awaits:
+                name = "timed out: " + self.handler_fault(w, h)
+            elif fault in HANG_FAULTS:
                 h.hung = True
                 name = f"{pc}:hangs"
             else:

@@ -29,10 +29,14 @@ R4. **Only the guard's owner drains or releases.**  Each task is given its
     and F2 touches the pending slot and the guard only if `G[k]` is still that
     guard; otherwise a command has taken the session over and will start the
     follow-ups itself.  (seed: `no-orphan-guard` after `F2:release-own-guard`.)
-R5. **Commands wait for the owner, and the last command finishes the
-    handoff.**  C2 does not pop `O[k]`: every command in flight waits for the
-    same owner to end, so a second /stop cannot release the session while the
-    first one's target still runs.  C4 and C-error act only if `G[k]` is
+R5. **Commands wait for the owner and for each other, and never hang.**  C2
+    does not pop `O[k]`: every command in flight cancels and waits for the
+    same owner, so a second /stop cannot release the session while the first
+    one's target still runs; and each command also waits for the commands
+    that came before it, so handoffs complete in arrival order and only the
+    latest command starts the follow-ups.  The command's runner call and its
+    reply are bounded by a timeout, so a command can never hang and block the
+    commands behind it.  C4 and C-error act only if `G[k]` is
     still the command's own guard; C-error hands the guard back to a still
     running owner, else finishes like C4, so follow-ups are never stranded.
     If the runner or the send raises, the handoff still completes (the user
@@ -49,13 +53,27 @@ R6. **Heal loses nothing.**  A guard whose owner finished is healed by
 from __future__ import annotations
 
 from .seed import Seed
-from .vocabulary import ANSWERED, C_AWAIT, C_RUNNER, C_SEND, OWED, REAP, SEND_FAILED, TYPING
+from .vocabulary import (
+    ANSWERED,
+    C_AWAIT,
+    C_RUNNER,
+    C_SEND,
+    OWED,
+    REAP,
+    SEND_FAILED,
+    TYPING,
+    Handler,
+    State,
+)
+
+COMMAND_AWAITS = frozenset({C_RUNNER, C_AWAIT, C_SEND})
 from .world import HandlerW, TaskW, World
 
 
 class Reference(Seed):
     name = "reference"
     swallows_cancel: frozenset[str] = frozenset()  # R2
+    bounded_awaits = frozenset({C_RUNNER, C_SEND})  # R5: a command never hangs
 
     # --- tasks are born owning their guard (R4) -------------------------------------
 
@@ -80,7 +98,7 @@ class Reference(Seed):
     def p3(self, w: World, t: TaskW) -> str:
         """After the reply: straight to the finally, which hands follow-ups on."""
         t.pc = TYPING
-        return "to-finally"
+        return "P3:to-finally"
 
     # --- the finally (R3, R4) --------------------------------------------------------
 
@@ -130,17 +148,26 @@ class Reference(Seed):
     # --- the command handoff (R5) ----------------------------------------------------
 
     def cancel_owner(self, w: World, h: HandlerW) -> str:
-        """C2: cancel the owner (leaving O[k] to it) and await its end."""
+        """C2: cancel the owner (leaving O[k] to it), then await its end and every
+        earlier command's completion, so that commands finish in arrival order."""
         s = w.sessions[h.session]
         task = w.running(s.owner)
+        h.pc = C_AWAIT
         if task is None:
-            h.pc = C_SEND
+            h.target = None
             return "C2:no-running-owner"
         if task.cancel is None:
             task.cancel = f"command:{h.mid}"
         h.target = task.tid
-        h.pc = C_AWAIT
         return f"C2:cancel-owner T{task.tid}"
+
+    def handler_ready(self, state: State, h: Handler) -> bool:
+        if h.pc == C_AWAIT and any(
+            o.session == h.session and o.mid < h.mid and o.pc in COMMAND_AWAITS
+            for o in state.handlers
+        ):
+            return False  # an earlier command has not completed yet
+        return super().handler_ready(state, h)
 
     def command_end(self, w: World, h: HandlerW) -> str:
         """C4: if the session is still the command's, start the follow-ups or release."""

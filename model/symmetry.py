@@ -20,7 +20,8 @@ them would not be sound.
 
 from __future__ import annotations
 
-from .vocabulary import State
+from .properties import holders
+from .vocabulary import DONE, OK_FATES, OWED, Message, State
 from .world import World
 
 
@@ -43,8 +44,35 @@ def permute(state: State, perm: list[int]) -> State:
     return World(renamed).freeze()
 
 
-def canonical(state: State) -> State:
+def forget_history(state: State) -> State:
+    """Merge states that differ only in how finished messages ended.
+
+    Once a message has a fate, no reply still owed, and nobody holds it, no
+    rule reads its record again and every property judges it the same way
+    (its fate is one of the good ones, or the violation was already reported
+    when it got that fate).  Its details are history: keeping them would only
+    split one future into several identical ones.  The kind, session and run
+    count stay, as properties read them.
+    """
+    held: set[int] | None = None
+    messages = list(state.messages)
+    changed = False
+    for m, msg in enumerate(messages):
+        if msg.fate is None or msg.fate == DONE or msg.reply == OWED or msg.fate not in OK_FATES:
+            continue
+        if held is None:
+            held = holders(state)
+        if m in held:
+            continue
+        messages[m] = Message(msg.kind, msg.session, msg.runs, DONE)
+        changed = True
+    return state._replace(messages=tuple(messages)) if changed else state
+
+
+def canonical(state: State, *, merge_history: bool = True) -> State:
     """The representative of the state's class under renaming of sessions."""
+    if merge_history:
+        state = forget_history(state)
     n = len(state.sessions)
     if n == 1:
         return state

@@ -60,7 +60,8 @@ ANSWERED = "answered"  # the runner finished on it (a reply, or an error notice)
 DISCARDED = "discarded"  # dropped by an explicit /stop, /new or /reset
 ABORTED = "aborted"  # its own task was cancelled by a fault (the fault's own cost)
 SHUT_DOWN = "shut-down"  # the gateway shut down before it ran
-OK_FATES = frozenset({ANSWERED, DISCARDED, ABORTED, SHUT_DOWN})
+DONE = "done"  # one of the above, forgotten once nothing can depend on which (symmetry.py)
+OK_FATES = frozenset({ANSWERED, DISCARDED, ABORTED, SHUT_DOWN, DONE})
 
 # Reply states of a message whose runner call returned a reply.
 OWED = "owed"

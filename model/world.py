@@ -229,7 +229,7 @@ class World:
                 tmap[t.tid],
                 t.session,
                 t.pc,
-                tuple(lv._replace(guard=g(lv.guard)) for lv in t.levels),
+                tuple(Level(lv[0], g(lv[1]), lv[2], lv[3]) for lv in t.levels),
                 t.cancel,
                 t.hung,
                 t.unwind,
