@@ -1,16 +1,56 @@
 """sessionguard.loop: a controlled asyncio event loop and schedule explorers.
 
-Run a scenario under a chosen interleaving, on a virtual clock::
+asyncio runs ready callbacks in FIFO order, so a test that passes once may
+still hide an interleaving that breaks it. This package owns the loop: at
+every *step* exactly one ready callback runs, picked by a *chooser*, and time
+is virtual (``sleep(3600)`` and timeouts cost no wall time).
 
-    from sessionguard.loop import run, replay, explore_dfs
+Concepts
+--------
+* **lane**: what can run next. Each task's next step is a lane labelled
+  ``"T<n>:<name>"`` (``n`` counts tasks per loop); plain callbacks share one
+  lane ``"cb:<callback>"``; each fired timer is a lane
+  ``"timer:T<n>#<k>(<callback>)"``. Lanes are offered oldest first, so
+  choosing 0 everywhere is exactly stock asyncio's order.
+* **schedule**: the ``(choice, label)`` of every step of a run, with the
+  Python minor version (schedules do not carry over between versions).
+* **verdict**: ``ok``, ``error`` (main raised), ``violation`` (an observer
+  raised), ``deadlock``, ``hung`` (step or virtual-time limit),
+  ``nondeterminism`` (threads, executors), ``divergence`` (replay mismatch).
 
-    result = run(main)                      # stock FIFO order, timeouts instant
-    found = explore_dfs(main, max_deviations=2)
-    if found.first_failure:
-        print(found.first_failure.describe())
-        replay(main, found.first_failure.schedule)   # the same run, exactly
+Worked example: a check-then-act race::
 
-``main`` is a zero-argument callable returning a fresh coroutine per run.
+    import asyncio
+    from sessionguard.loop import explore_dfs, raised, replay, shrink
+
+    async def main():
+        state = {"balance": 100}
+
+        async def withdraw(delay):
+            for _ in range(delay):
+                await asyncio.sleep(0)
+            if state["balance"] >= 80:      # check
+                await asyncio.sleep(0)      # another task may run here
+                state["balance"] -= 80      # act
+
+        await asyncio.gather(withdraw(0), withdraw(1))
+        assert state["balance"] >= 0
+
+    found = explore_dfs(main, max_deviations=1, is_failure=raised(AssertionError))
+    print(found.summary())                  # 3 schedules, 1 failing
+    bad = found.first_failure.schedule      # "[1]T2:withdraw" marks the deviation
+    replay(main, bad)                       # the same failure, exactly
+
+Debugging recipe: find with ``explore_dfs(max_deviations=1..3)`` (shallow
+races, exhaustively) or ``explore_pct`` / ``explore_random`` (deeper ones);
+``shrink`` the failing schedule to the fewest deviations; ``replay`` it with
+an ``observer`` that prints the state after each step; store it with
+``Schedule.to_json`` as a regression test.
+
+Scenario rules: pass a zero-argument factory (each run needs a fresh
+coroutine); no I/O, threads or executors (use in-memory fakes); an observer
+per run comes from ``observer_factory`` or from ``add_observer`` inside the
+scenario.
 """
 
 from .controlled import (

@@ -156,13 +156,13 @@ class TracingLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
 
         return traced
 
-    def call_soon(self, cb: Any, *args: Any, context: Any = None) -> Any:
+    def call_soon(self, cb: Any, *args: Any, context: Any = None) -> Any:  # type: ignore[override]
         return super().call_soon(self._traced(cb), *args, context=context)
 
-    def call_soon_threadsafe(self, cb: Any, *args: Any, context: Any = None) -> Any:
+    def call_soon_threadsafe(self, cb: Any, *args: Any, context: Any = None) -> Any:  # type: ignore[override]
         return super().call_soon_threadsafe(self._traced(cb), *args, context=context)
 
-    def call_at(self, when: float, cb: Any, *args: Any, context: Any = None) -> Any:
+    def call_at(self, when: float, cb: Any, *args: Any, context: Any = None) -> Any:  # type: ignore[override]
         return super().call_at(when, self._traced(cb), *args, context=context)
 
 

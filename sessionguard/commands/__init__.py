@@ -1,0 +1,1 @@
+"""The subcommands of `sessionguard`, one module each (see `sessionguard.cli`)."""

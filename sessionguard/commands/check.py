@@ -1,0 +1,111 @@
+"""`sessionguard check`: explore every state of a design and judge every property."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from sessionguard.cli import EXIT_OK, EXIT_VIOLATION, UsageError, bounded_int, csv
+
+LIMITS = {"messages": (1, 8), "faults": (0, 4), "sessions": (1, 4)}
+DEFAULTS = {"messages": 2, "faults": 1, "sessions": 1}
+
+
+def add_parser(sub: Any) -> None:
+    from sessionguard.model import BY_NAME, DESIGNS
+    from sessionguard.model.vocabulary import FAULTS, KINDS
+
+    p = sub.add_parser("check", help="explore every state of a design and judge every property")
+    p.add_argument("--design", default="all", choices=[*DESIGNS, "all"])
+    for name, (low, high) in LIMITS.items():
+        p.add_argument(
+            f"--{name}",
+            type=bounded_int(name, low, high),
+            default=DEFAULTS[name],
+            help=f"{name} in the bound, {low} to {high} (default {DEFAULTS[name]})",
+        )
+    p.add_argument(
+        "--kinds",
+        type=csv,
+        default=None,
+        help=f"inbound kinds, comma-separated (default text,photo,/stop,/approve; all: {','.join(KINDS)})",
+    )
+    p.add_argument("--fault-kinds", type=csv, default=None, help=f"faults to inject (default all: {','.join(FAULTS)})")
+    p.add_argument("--property", action="append", default=None, choices=list(BY_NAME), help="check only this one (repeatable)")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--by-rule", action="store_true", help="also one shortest counterexample per rule that breaks a property")
+    p.add_argument("--no-symmetry", action="store_true", help="do not merge states that differ only by session names")
+    p.add_argument("--no-merge-history", action="store_true", help="keep how finished messages ended in the state")
+    p.add_argument("--max-states", type=bounded_int("max-states", 1, 10**9), default=5_000_000, help="state budget (default 5,000,000)")
+    p.add_argument("--max-seconds", type=bounded_int("max-seconds", 1, 10**6), default=600, help="time budget in seconds (default 600)")
+    p.add_argument("--progress", action="store_true", help="show progress on stderr (default: when stderr is a terminal)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sessionguard.model import BY_NAME, DESIGNS, Bounds, CheckerConfig, check
+    from sessionguard.model.checker import Stats
+    from sessionguard.model.vocabulary import FAULTS, KINDS
+    from sessionguard.report import render_json, render_text
+
+    kinds = tuple(args.kinds) if args.kinds is not None else Bounds().kinds
+    if not kinds:
+        raise UsageError("check: --kinds is empty: name at least one message kind")
+    for kind in kinds:
+        if kind not in KINDS:
+            raise UsageError(f"check: unknown message kind {kind!r}: use some of {','.join(KINDS)}")
+    fault_kinds = tuple(args.fault_kinds) if args.fault_kinds is not None else FAULTS
+    for fault in fault_kinds:
+        if fault not in FAULTS:
+            raise UsageError(f"check: unknown fault {fault!r}: use some of {','.join(FAULTS)}")
+    bounds = Bounds(
+        messages=args.messages,
+        faults=args.faults,
+        sessions=args.sessions,
+        kinds=kinds,
+        fault_kinds=fault_kinds,
+    )
+    show_progress = args.progress or (sys.stderr.isatty() and args.format == "text")
+
+    def progress(stats: Stats) -> None:
+        print(
+            f"\r  {stats.states:,} states, {stats.transitions:,} transitions, depth {stats.depth}, "
+            f"{stats.states_per_second:,.0f} states/s",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    config = CheckerConfig(
+        max_states=args.max_states,
+        max_seconds=float(args.max_seconds),
+        symmetry=not args.no_symmetry,
+        merge_history=not args.no_merge_history,
+        by_rule=args.by_rule,
+        properties=tuple(BY_NAME[p] for p in args.property) if args.property else None,
+        progress=progress if show_progress else None,
+    )
+    names = list(DESIGNS) if args.design == "all" else [args.design]
+    reports = []
+    for name in names:
+        reports.append(check(DESIGNS[name], bounds, config))
+        if show_progress:
+            print("\r" + " " * 90 + "\r", end="", file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps(render_json(reports), indent=2))
+    else:
+        print(render_text(reports, argv_hint=command_line(args)))
+    return EXIT_VIOLATION if any(r.undeclared for r in reports) else EXIT_OK
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The check command that reproduces these bounds."""
+    parts = ["sessionguard check", f"--messages {args.messages}", f"--faults {args.faults}"]
+    if args.sessions != 1:
+        parts.append(f"--sessions {args.sessions}")
+    if args.kinds is not None:
+        parts.append(f"--kinds {','.join(args.kinds)}")
+    if args.fault_kinds is not None:
+        parts.append(f"--fault-kinds {','.join(args.fault_kinds)}")
+    return " ".join(parts)
