@@ -23,20 +23,23 @@ def task_name(state: State, tid: int | None) -> str:
 
 
 def guard_name(state: State, guard: int | None) -> str:
+    """A guard named by who holds it: the command that installed it, the tasks
+    that took it, or the task it was made for and that has not started yet."""
     if guard is None:
         return "none"
-    for t in state.tasks:
-        if any(lv.guard == guard for lv in t.levels):
-            name = f"{task_name(state, t.tid)}'s guard"
-            break
+    commands = [f"{state.messages[h.mid].kind} m{h.mid}" for h in state.handlers if h.cg == guard]
+    tasks = [task_name(state, t.tid) for t in state.tasks if any(lv.guard == guard for lv in t.levels)]
+    if commands:
+        name = f"{commands[0]}'s guard" + (f", held by {', '.join(tasks)}" if tasks else "")
+    elif tasks:
+        name = f"{tasks[0]}'s guard" + (f", also held by {', '.join(tasks[1:])}" if tasks[1:] else "")
     else:
-        for h in state.handlers:
-            if h.cg == guard:
-                kind = state.messages[h.mid].kind
-                name = f"{kind} m{h.mid}'s guard"
-                break
-        else:
-            name = "a guard nobody holds"
+        waiting = [
+            task_name(state, t.tid)
+            for t in state.tasks
+            if t.pc == "start" and t.levels[0].guard is None and state.sessions[t.session].guard == guard
+        ]
+        name = f"the guard made for {waiting[-1]}" if waiting else "a guard nobody holds"
     if guard in state.set_guards:
         name += " (interrupt set)"
     return name

@@ -16,10 +16,14 @@ from .world import TaskW, World
 class Prefix(Design):
     name = "prefix"
     known = {
-        "no-orphan-guard": "#11016, dead owner: a cleanup fault ends the finally before it deletes G[k]",
-        "no-trapped-session": "#11016, wedged owner: a hung call holds G[k] and /stop never reaches the task",
+        "no-orphan-guard": "#11016, dead owner: the task ends (a cleanup fault, a cancel) before its finally deletes G[k]",
+        "no-trapped-session": "#11016: a dead or wedged owner keeps G[k]; nothing, not even /stop, frees it",
         "stop-works": "#11016: /stop answers from the runner while the adapter's task goes on",
         "dead-lock-heals": "#11016: prefix has no heal, so a dead guard answers every message as busy",
+        "no-unguarded-worker": "the inline follow-up's finally deletes G[k] while the outer level still runs",
+        "one-worker": "after that delete, the next message starts a second task beside the first",
+        "release-by-owner": "F2 deletes whatever guard is there, a newer task's included",
+        "order": "a late drain runs older follow-ups after a newer message that found the session idle",
     }
 
     def inbound(self, w: World, k: int, m: int) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .narrative import actor_name, task_name
 from .vocabulary import (
     BYPASS,
     C_AWAIT,
@@ -100,7 +101,7 @@ def _one_worker(state: State) -> str | None:
     for k in range(len(state.sessions)):
         tids = working(state, k)
         if len(tids) > 1:
-            names = " and ".join(f"T{t}" for t in tids)
+            names = " and ".join(task_name(state, t) for t in tids)
             return f"{names} are both processing messages of session k{k}"
     return None
 
@@ -124,7 +125,7 @@ def _no_unguarded_worker(state: State) -> str | None:
     for k, s in enumerate(state.sessions):
         if s.guard is None:
             for tid in working(state, k):
-                return f"T{tid} is processing for session k{k} but G[k{k}] is absent"
+                return f"{task_name(state, tid)} is processing for session k{k} but G[k{k}] is absent"
     return None
 
 
@@ -196,7 +197,8 @@ def _release_by_owner(before: State, step: Step, after: State) -> str | None:
             _, k, old, new = effect
             if old is not None and old not in known:
                 what = "removed" if new is None else "replaced"
-                return f"{step.actor} {what} G[k{k}], a guard it neither installed nor was handed"
+                who = actor_name(before, step.actor)
+                return f"{who} {what} G[k{k}], a guard it neither installed nor was handed"
     return None
 
 
@@ -344,7 +346,8 @@ def _stop_works(before: State, step: Step, after: State) -> str | None:
         for lv in t.levels:
             old = [m for m in lv.event if m < mid and after.messages[m].runs > 0]
             if old:
-                return f"/stop m{mid} replied, but T{t.tid} still works on the older {_msgs(old)}"
+                who = task_name(after, t.tid)
+                return f"/stop m{mid} replied, but {who} still works on the older {_msgs(old)}"
     s = after.sessions[k]
     if s.guard is not None and not any(t.session == k for t in after.tasks):
         if not commands_in_flight(after, k) and s.owner != DEAD:

@@ -72,6 +72,7 @@ from .world import HandlerW, TaskW, World
 
 class Reference(Seed):
     name = "reference"
+    known: dict[str, str] = {}  # reference declares nothing: every violation is a bug
     swallows_cancel: frozenset[str] = frozenset()  # R2
     bounded_awaits = frozenset({C_RUNNER, C_SEND})  # R5: a command never hangs
 

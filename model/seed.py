@@ -5,7 +5,8 @@ identity, a heal of guards whose recorded owner has finished, and a serialized
 handoff for `/stop`, `/new` and `/reset` (steps C1 to C4).  It keeps the
 `process()` body of `prefix` (P1 to F1, in `design.py`), with its in-band
 cleanup that swallows a cancellation.  The findings of the checker on this
-design are listed in `known` and explained in docs/seed-findings.md.
+design are listed in `known` and told, each with its counterexample, in
+docs/findings.md.
 """
 
 from __future__ import annotations
@@ -26,7 +27,18 @@ from .world import HandlerW, TaskW, World
 
 class Seed(Prefix):
     name = "seed"
-    known: dict[str, str] = {}
+    known: dict[str, str] = {
+        "one-worker": "an inline follow-up's finally drains to a new task while the outer level still runs",
+        "no-unguarded-worker": "a second /stop finds no owner and releases the guard the cancelled task still uses",
+        "no-orphan-guard": "C-error puts back a guard no task holds; the owner released only the command guard it adopted",
+        "release-by-owner": "C4's start() overwrites a later command's guard",
+        "nothing-lost": "heal drops the pending slot; a cleanup fault strands a popped follow-up",
+        "order": "a stranded pending slot is picked up after a newer message",
+        "handoff": "the old task runs a follow-up inline while the command is in flight",
+        "no-trapped-session": "a dead owner strands the pending slot until the user writes again",
+        "stop-works": "a second /stop completes while the first one's target still runs",
+        "dead-lock-heals": "an orphan guard with no recorded owner is never healed",
+    }
 
     # --- the fix's vocabulary --------------------------------------------------------
 
