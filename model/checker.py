@@ -156,7 +156,7 @@ def unsettled(design: Design, state: State, quiescent: bool) -> str | None:
     """None if the state is settled; otherwise what is still wrong in it."""
     if not quiescent:
         return "work is still in progress"
-    held_by_hung = set()
+    held_by_hung: set[int] = set()
     for t in state.tasks:
         if t.hung:
             for lv in t.levels:
@@ -261,16 +261,17 @@ def check(design: Design, bounds: Bounds, config: CheckerConfig | None = None) -
     stats.seconds = time.perf_counter() - started
 
     verdicts = []
-    for p in props:
-        v = Verdict(p, HOLDS, known=None)
-        if p.name in first:
+    prop: Property
+    for prop in props:
+        v = Verdict(prop, HOLDS, known=None)
+        if prop.name in first:
             v.status = VIOLATED
-            v.trace, v.condition = _counterexample(design, bounds, graph, p, first[p.name])
+            v.trace, v.condition = _counterexample(design, bounds, graph, prop, first[prop.name])
             for (name, _group), edge in sorted(per_rule.items()):
-                if name == p.name:
-                    trace, _ = _counterexample(design, bounds, graph, p, edge)
+                if name == prop.name:
+                    trace, _ = _counterexample(design, bounds, graph, prop, edge)
                     v.by_rule.setdefault(edge[2], trace)
-        elif isinstance(p, Liveness) and live_failure is not None:
+        elif isinstance(prop, Liveness) and live_failure is not None:
             v.status = VIOLATED
             v.trace = _trace_to(design, bounds, graph, live_failure)
             tail, why = _why_stuck(design, bounds, v.trace.states[-1])
@@ -281,7 +282,7 @@ def check(design: Design, bounds: Bounds, config: CheckerConfig | None = None) -
         elif not complete:
             v.status = INCOMPLETE
         if v.status == VIOLATED:
-            v.known = design.known.get(p.name)
+            v.known = design.known.get(prop.name)
         verdicts.append(v)
     return Report(design.name, bounds, verdicts, stats, complete, stopped_by)
 

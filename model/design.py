@@ -34,7 +34,6 @@ from .vocabulary import (
     CLEANUP_CANCELLED,
     CLEANUP_HANGS,
     CLEANUP_RAISES,
-    DEAD,
     DISCARDED,
     DROPPED,
     HOOKS,
@@ -288,15 +287,10 @@ class Design:
         if can_fault:
             for fault in FAULTS_AT.get(t.pc, ()):
                 if fault in bounds.fault_kinds:
-                    out.append(
-                        self._apply(
-                            state,
-                            actor,
-                            lambda w, tw, f=fault: self.resume_fault(w, tw, f),
-                            t.tid,
-                            fault,
-                        )
-                    )
+                    out.append(self._apply(state, actor, self._fault_rule(fault), t.tid, fault))
+
+    def _fault_rule(self, fault: str) -> Callable[[World, TaskW], str]:
+        return lambda w, tw: self.resume_fault(w, tw, fault)
 
     def _apply(
         self,

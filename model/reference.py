@@ -65,9 +65,9 @@ from .vocabulary import (
     Handler,
     State,
 )
+from .world import HandlerW, TaskW, World
 
 COMMAND_AWAITS = frozenset({C_RUNNER, C_AWAIT, C_SEND})
-from .world import HandlerW, TaskW, World
 
 
 class Reference(Seed):

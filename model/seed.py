@@ -140,7 +140,7 @@ class Seed(Prefix):
 
     def handoff_fault(self, w: World, h: HandlerW) -> str:
         """C-error: the runner or the send raised; restore or release the guard."""
-        k, m = h.session, h.mid
+        m = h.mid
         if h.pc == C_RUNNER:
             w.set_fate(m, ANSWERED)
         else:

@@ -56,7 +56,7 @@ def csv(text: str) -> list[str]:
 
 
 def _modules() -> list[object]:
-    out = []
+    out: list[object] = []
     for name in COMMANDS:
         try:
             out.append(importlib.import_module(f"sessionguard.commands.{name}"))

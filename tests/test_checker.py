@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-
 from sessionguard.model import BY_NAME, DESIGNS, Bounds, CheckerConfig, check
 from sessionguard.model.checker import HOLDS, INCOMPLETE, VIOLATED, replay
 from sessionguard.model.design import Design
