@@ -32,6 +32,7 @@ from .properties import (
     StepInvariant,
     holders,
 )
+from .reduction import ample
 from .symmetry import canonical, forget_history
 from .vocabulary import TEXT, Bounds, Message, State, Step, Trace
 from .world import World
@@ -52,6 +53,9 @@ class CheckerConfig:
         ended (see `symmetry.forget_history`).
     by_rule: also keep the shortest counterexample for each rule whose step
         first broke a property (an easy bug then never hides a subtle one).
+    por: partial-order reduction (see `reduction.py`): the same verdicts from
+        fewer states, but a counterexample may be a step or two longer than
+        the shortest one, so it is off by default.
     properties: the properties to check (all when None).
     progress: called about once a second with the statistics so far.
     """
@@ -61,6 +65,7 @@ class CheckerConfig:
     symmetry: bool = True
     merge_history: bool = True
     by_rule: bool = False
+    por: bool = False
     properties: tuple[Property, ...] | None = None
     progress: Callable[[Stats], None] | None = None
 
@@ -215,7 +220,10 @@ def check(design: Design, bounds: Bounds, config: CheckerConfig | None = None) -
     while queue:
         i = queue.popleft()
         s = graph.states[i]
-        for step, nxt in design.successors(s, bounds):
+        successors = design.successors(s, bounds)
+        if config.por:
+            successors = ample(s, bounds, successors)
+        for step, nxt in successors:
             stats.transitions += 1
             c = canon(nxt)
             j, new = graph.add(c, i)

@@ -382,7 +382,6 @@ class Design:
         if pc in self.swallows_cancel:
             rule = self.resume(w, t)
             return f"{pc}:cancel-swallowed, then {rule}"
-        t.cancelled_by = origin
         s = w.sessions[t.session]
         if pc == START:  # cancelled before its first step: its body never runs
             self.cancelled_fates(w, t.top.event, origin)

@@ -58,6 +58,10 @@ def forget_history(state: State) -> State:
     messages = list(state.messages)
     changed = False
     for m, msg in enumerate(messages):
+        if msg.during and msg.runs:
+            # Which commands were in flight when it arrived matters only until it runs.
+            messages[m] = msg = msg._replace(during=())
+            changed = True
         if msg.fate is None or msg.fate == DONE or msg.reply == OWED or msg.fate not in OK_FATES:
             continue
         if held is None:

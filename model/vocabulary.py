@@ -155,7 +155,6 @@ class Task(NamedTuple):
     cancel: str | None = None  # a pending cancellation: 'command', 'fault' or 'shutdown'
     hung: bool = False  # its current await never completes unless cancelled
     unwind: str | None = None  # exception passing through the finally: 'cancel' | 'error'
-    cancelled_by: str | None = None  # origin of the cancellation being unwound
 
 
 class Handler(NamedTuple):

@@ -65,7 +65,6 @@ class TaskW:
     cancel: str | None
     hung: bool
     unwind: str | None
-    cancelled_by: str | None
 
     @property
     def top(self) -> Level:
@@ -87,30 +86,35 @@ class HandlerW:
 
 
 class World:
-    """The state being changed by one rule."""
+    """The state being changed by one rule.
+
+    Tasks and handlers are copied on write: `task(tid)` and `handler(mid)`
+    turn the immutable record into a mutable one the first time a rule asks
+    for it, and `freeze()` reuses every record no rule touched.  Most steps
+    change one task or one handler, so most of a state is shared with the
+    state it came from.
+    """
 
     def __init__(self, state: State) -> None:
         self.log: list[Effect] = []
         self.sessions = [SessionW(k, s, self.log) for k, s in enumerate(state.sessions)]
-        self.tasks = [
-            TaskW(t.tid, t.session, t.pc, list(t.levels), t.cancel, t.hung, t.unwind, t.cancelled_by)
-            for t in state.tasks
-        ]
-        self.handlers = [HandlerW(*h) for h in state.handlers]
+        self._tasks: list[Task | TaskW] = list(state.tasks)
+        # Read-only iteration works on either kind of record; mutate only what
+        # `handler(mid)` returns.
+        self.handlers: list[Handler | HandlerW] = list(state.handlers)
         self.messages = list(state.messages)
-        self.set_guards = set(state.set_guards)
+        self._set_guards: frozenset[int] | set[int] = state.set_guards
         self.faults_used = state.faults_used
         self.stopped = state.stopped
         self.extra = state.extra
-        # Fresh tokens never collide with the tokens already in use.
-        self._next_guard = 1 + max(self._guards_in_use(), default=-1)
-        self._next_task = 1 + max((t.tid for t in self.tasks), default=-1)
+        self._next_guard: int | None = None  # computed when first needed
+        self._next_task: int | None = None
 
     # --- guards ---------------------------------------------------------------
 
     def _guards_in_use(self) -> list[int]:
         out = [s.guard for s in self.sessions if s.guard is not None]
-        for t in self.tasks:
+        for t in self._tasks:
             out += [lv.guard for lv in t.levels if lv.guard is not None]
         for h in self.handlers:
             out += [g for g in (h.old, h.cg) if g is not None]
@@ -118,38 +122,59 @@ class World:
 
     def new_guard(self) -> int:
         """A fresh Event: a token no one holds yet, not set."""
+        if self._next_guard is None:
+            # Fresh tokens never collide with a token still in use, nor with
+            # one whose "set" flag is still recorded.
+            self._next_guard = 1 + max([*self._guards_in_use(), *self._set_guards], default=-1)
         g = self._next_guard
         self._next_guard += 1
         return g
 
+    @property
+    def set_guards(self) -> frozenset[int] | set[int]:
+        return self._set_guards
+
     def is_set(self, guard: int | None) -> bool:
-        return guard is not None and guard in self.set_guards
+        return guard is not None and guard in self._set_guards
 
     def set_guard(self, guard: int | None) -> None:
-        if guard is not None:
-            self.set_guards.add(guard)
+        if guard is not None and guard not in self._set_guards:
+            self._set_guards = set(self._set_guards) | {guard}
 
     def clear_guard(self, guard: int | None) -> None:
-        self.set_guards.discard(guard)  # type: ignore[arg-type]
+        if guard is not None and guard in self._set_guards:
+            self._set_guards = set(self._set_guards) - {guard}
 
     # --- tasks and handlers -----------------------------------------------------
 
+    @property
+    def tasks(self) -> list[TaskW]:
+        """Every task, all made mutable (for rules that change many at once)."""
+        for i, t in enumerate(self._tasks):
+            if isinstance(t, Task):
+                self._tasks[i] = _thaw(t)
+        return self._tasks  # type: ignore[return-value]
+
     def create_task(self, k: int, event: tuple[int, ...], guard: int | None = None) -> int:
         """asyncio.create_task(process(event)): it runs its first step later."""
+        if self._next_task is None:
+            self._next_task = 1 + max((t.tid for t in self._tasks), default=-1)
         tid = self._next_task
         self._next_task += 1
-        self.tasks.append(TaskW(tid, k, "start", [Level(event, guard)], None, False, None, None))
+        self._tasks.append(TaskW(tid, k, "start", [Level(event, guard)], None, False, None))
         return tid
 
     def task(self, tid: int) -> TaskW | None:
-        for t in self.tasks:
+        for i, t in enumerate(self._tasks):
             if t.tid == tid:
+                if isinstance(t, Task):
+                    t = self._tasks[i] = _thaw(t)
                 return t
         return None
 
     def end_task(self, task: TaskW) -> None:
         """The task is done: it leaves the world; O[k] may still name it (as DEAD)."""
-        self.tasks.remove(task)
+        self._tasks.remove(task)
         s = self.sessions[task.session]
         if s.owner == task.tid:
             s.owner = DEAD
@@ -169,8 +194,10 @@ class World:
         return t if t is not None and t.pc != REAP else None
 
     def handler(self, mid: int) -> HandlerW:
-        for h in self.handlers:
+        for i, h in enumerate(self.handlers):
             if h.mid == mid:
+                if isinstance(h, Handler):
+                    h = self.handlers[i] = HandlerW(*h)
                 return h
         raise KeyError(mid)
 
@@ -205,15 +232,22 @@ class World:
     def freeze(self) -> State:
         """The canonical immutable state: guards and tasks renamed by first use."""
         gmap: dict[int, int] = {}
+        for s in self.sessions:
+            if s.guard is not None and s.guard not in gmap:
+                gmap[s.guard] = len(gmap)
+        for t in self._tasks:
+            for lv in t.levels:
+                if lv.guard is not None and lv.guard not in gmap:
+                    gmap[lv.guard] = len(gmap)
+        for h in self.handlers:
+            for x in (h.old, h.cg):
+                if x is not None and x not in gmap:
+                    gmap[x] = len(gmap)
+        tmap = {t.tid: i for i, t in enumerate(self._tasks)}
+        same = all(k == v for k, v in gmap.items()) and all(k == v for k, v in tmap.items())
 
         def g(x: int | None) -> int | None:
-            if x is None:
-                return None
-            if x not in gmap:
-                gmap[x] = len(gmap)
-            return gmap[x]
-
-        tmap = {t.tid: i for i, t in enumerate(self.tasks)}
+            return None if x is None else gmap[x]
 
         def tid(x: int | None) -> int | None:
             if x is None or x == DEAD:
@@ -225,23 +259,29 @@ class World:
             for s in self.sessions
         )
         tasks = tuple(
-            Task(
+            t
+            if same and isinstance(t, Task)
+            else Task(
                 tmap[t.tid],
                 t.session,
                 t.pc,
-                tuple(Level(lv[0], g(lv[1]), lv[2], lv[3]) for lv in t.levels),
+                tuple(lv if same else Level(lv[0], g(lv[1]), lv[2], lv[3]) for lv in t.levels),
                 t.cancel,
                 t.hung,
                 t.unwind,
-                t.cancelled_by,
             )
-            for t in self.tasks
+            for t in self._tasks
         )
         handlers = tuple(
-            Handler(h.mid, h.session, h.pc, g(h.old), g(h.cg), tid(h.target), h.hung)
-            for h in sorted(self.handlers, key=lambda h: h.mid)
+            h
+            if same and isinstance(h, Handler) and (h.target is None or h.target in tmap or h.target == DEAD)
+            else Handler(h.mid, h.session, h.pc, g(h.old), g(h.cg), tid(h.target), h.hung)
+            for h in self.handlers
         )
-        set_guards = frozenset(gmap[x] for x in self.set_guards if x in gmap)
+        if same and isinstance(self._set_guards, frozenset) and all(x in gmap for x in self._set_guards):
+            set_guards = self._set_guards
+        else:
+            set_guards = frozenset(gmap[x] for x in self._set_guards if x in gmap)
         return State(
             sessions,
             tasks,
@@ -252,3 +292,7 @@ class World:
             self.stopped,
             self.extra,
         )
+
+
+def _thaw(t: Task) -> TaskW:
+    return TaskW(t.tid, t.session, t.pc, list(t.levels), t.cancel, t.hung, t.unwind)

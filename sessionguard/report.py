@@ -26,7 +26,7 @@ def render_text(reports: list[Report], *, argv_hint: str = "sessionguard check")
     )
     width = max(len(p.name) for p in PROPERTIES) + 6
     cols = [r.design for r in reports]
-    colw = max(26, *(len(c) + 2 for c in cols))
+    colw = max(28, *(len(c) + 2 for c in cols))
     lines.append("")
     lines.append("property".ljust(width) + "".join(c.ljust(colw) for c in cols))
     by_design = [{v.prop.name: v for v in r.verdicts} for r in reports]

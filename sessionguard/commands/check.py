@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from sessionguard.cli import EXIT_OK, EXIT_VIOLATION, UsageError, bounded_int, csv
@@ -41,6 +43,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-states", type=bounded_int("max-states", 1, 10**9), default=5_000_000, help="state budget (default 5,000,000)")
     p.add_argument("--max-seconds", type=bounded_int("max-seconds", 1, 10**6), default=600, help="time budget in seconds (default 600)")
     p.add_argument("--progress", action="store_true", help="show progress on stderr (default: when stderr is a terminal)")
+    p.add_argument("--por", action="store_true", help="partial-order reduction: fewer states, counterexamples maybe not the shortest")
+    p.add_argument("--jobs", type=bounded_int("jobs", 1, 64), default=None, help="designs checked in parallel (default: one per core)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,20 +87,34 @@ def run(args: argparse.Namespace) -> int:
         symmetry=not args.no_symmetry,
         merge_history=not args.no_merge_history,
         by_rule=args.by_rule,
+        por=args.por,
         properties=tuple(BY_NAME[p] for p in args.property) if args.property else None,
         progress=progress if show_progress else None,
     )
     names = list(DESIGNS) if args.design == "all" else [args.design]
-    reports = []
-    for name in names:
-        reports.append(check(DESIGNS[name], bounds, config))
-        if show_progress:
-            print("\r" + " " * 90 + "\r", end="", file=sys.stderr)
+    jobs = min(args.jobs or os.cpu_count() or 1, len(names))
+    if jobs > 1:
+        # Designs are independent searches: one process each, as many at once as cores.
+        config.progress = None
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            reports = list(pool.map(_check_one, names, [bounds] * len(names), [config] * len(names)))
+    else:
+        reports = []
+        for name in names:
+            reports.append(check(DESIGNS[name], bounds, config))
+            if show_progress:
+                print("\r" + " " * 90 + "\r", end="", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(render_json(reports), indent=2))
     else:
         print(render_text(reports, argv_hint=command_line(args)))
     return EXIT_VIOLATION if any(r.undeclared for r in reports) else EXIT_OK
+
+
+def _check_one(name: str, bounds: Any, config: Any) -> Any:
+    from sessionguard.model import DESIGNS, check
+
+    return check(DESIGNS[name], bounds, config)
 
 
 def command_line(args: argparse.Namespace) -> str:
