@@ -144,6 +144,11 @@ def is_internal(step: Step) -> bool:
     return step.fault is None and step.message is None
 
 
+def _hung_sessions(state: State) -> int:
+    """How many sessions have a hung call: the user sends each one /stop."""
+    return len({t.session for t in state.tasks if t.hung} | {h.session for h in state.handlers if h.hung})
+
+
 def has_hang(state: State) -> bool:
     return any(t.hung for t in state.tasks) or any(h.hung for h in state.handlers)
 
@@ -417,14 +422,14 @@ class _Recovery:
 
     def stuck_all(self, states: list[State]) -> set[State]:
         """The given states from which even the recovery /stops cannot settle."""
-        starts = {s: self.canon(s._replace(extra=self.sessions)) for s in states}
+        starts = {s: self.canon(s._replace(extra=_hung_sessions(s))) for s in states}
         _, order, edges, settled = self._explore(list(set(starts.values())))
         good = _can_reach(order, edges, settled)
         return {s for s, r in starts.items() if r not in good}
 
     def stuck(self, state: State) -> tuple[list[tuple[Step, State]], str] | None:
         """If `state` cannot settle even after the recovery: how it ends up."""
-        start = state._replace(extra=self.sessions)
+        start = state._replace(extra=_hung_sessions(state))
         parent, order, edges, settled = self._explore([start])
         if start in _can_reach(order, edges, settled):
             return None

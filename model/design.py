@@ -141,7 +141,10 @@ class Design:
             extra = True
         else:
             return
-        for k in range(len(state.sessions)):
+        sessions = range(len(state.sessions))
+        if extra:  # the user sends /stop where something hangs
+            sessions = sorted({t.session for t in state.tasks if t.hung} | {h.session for h in state.handlers if h.hung})  # type: ignore[assignment]
+        for k in sessions:
             for kind in kinds:
                 w = World(state)
                 if extra:

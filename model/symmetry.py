@@ -21,7 +21,7 @@ them would not be sound.
 from __future__ import annotations
 
 from .properties import holders
-from .vocabulary import DONE, OK_FATES, OWED, Message, State
+from .vocabulary import DONE, OK_FATES, ORDINARY, OWED, Message, State
 from .world import World
 
 
@@ -51,26 +51,41 @@ def forget_history(state: State) -> State:
     rule reads its record again and every property judges it the same way
     (its fate is one of the good ones, or the violation was already reported
     when it got that fate).  Its details are history: keeping them would only
-    split one future into several identical ones.  The kind, session and run
-    count stay, as properties read them.
+    split one future into several identical ones.  Only the session stays
+    (the sort above reads it), and a run count of two (a violation).
+
+    For the same reason `last_run`, the highest message the runner has seen in
+    a session, is forgotten once no message that could still run is older
+    than it: property 6 compares it only with such messages, and every future
+    arrival is newer anyway.
     """
     held: set[int] | None = None
     messages = list(state.messages)
     changed = False
+    oldest_unrun: dict[int, int] = {}  # per session: the oldest ordinary message that may still run
     for m, msg in enumerate(messages):
         if msg.during and msg.runs:
             # Which commands were in flight when it arrived matters only until it runs.
             messages[m] = msg = msg._replace(during=())
             changed = True
-        if msg.fate is None or msg.fate == DONE or msg.reply == OWED or msg.fate not in OK_FATES:
+        if msg.fate is None:
+            if msg.runs == 0 and msg.kind in ORDINARY and msg.session not in oldest_unrun:
+                oldest_unrun[msg.session] = m
+            continue
+        if msg.fate == DONE or msg.reply == OWED or msg.fate not in OK_FATES:
             continue
         if held is None:
             held = holders(state)
         if m in held:
             continue
-        messages[m] = Message(msg.kind, msg.session, msg.runs, DONE)
+        messages[m] = Message("", msg.session, msg.runs if msg.runs > 1 else 0, DONE)
         changed = True
-    return state._replace(messages=tuple(messages)) if changed else state
+    sessions = state.sessions
+    for k, sess in enumerate(sessions):
+        if sess.last_run >= 0 and oldest_unrun.get(k, sess.last_run) >= sess.last_run:
+            sessions = sessions[:k] + (sess._replace(last_run=-1),) + sessions[k + 1 :]
+            changed = True
+    return state._replace(messages=tuple(messages), sessions=sessions) if changed else state
 
 
 def canonical(state: State, *, merge_history: bool = True) -> State:

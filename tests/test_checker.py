@@ -238,3 +238,26 @@ def test_control_never_waits_can_fail():
     assert v["control-never-waits"].status == HOLDS
     report = check(_QueuesApprovals(), DEFAULT)
     assert {v.prop.name: v.status for v in report.verdicts}["control-never-waits"] == VIOLATED
+
+
+@pytest.mark.parametrize("design", ["prefix", "seed", "reference"])
+def test_canonical_states_have_the_same_future_and_the_same_verdicts(design):
+    """The reductions are sound only if merging states commutes with the rules:
+    the successors of a state and of its representative merge to the same set,
+    and every invariant judges the two alike."""
+    d = DESIGNS[design]
+    bounds = Bounds(messages=3, faults=1, sessions=2, kinds=(TEXT, STOP, APPROVE))
+    invariants = [p for p in BY_NAME.values() if isinstance(p, Invariant)]
+    start = d.initial(bounds)
+    seen, todo = {start}, [start]
+    while todo and len(seen) < 4000:
+        x = todo.pop()
+        cx = canonical(x)
+        assert {canonical(t) for _, t in d.successors(x, bounds)} == {
+            canonical(t) for _, t in d.successors(cx, bounds)
+        }
+        assert [p.check(x) is None for p in invariants] == [p.check(cx) is None for p in invariants]
+        for _, t in d.successors(x, bounds):
+            if t not in seen:
+                seen.add(t)
+                todo.append(t)
