@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from sessionguard.model import BY_NAME, DESIGNS, Bounds, CheckerConfig, check
 from sessionguard.model.checker import HOLDS, INCOMPLETE, VIOLATED, replay
 from sessionguard.model.design import Design

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from sessionguard.model import DESIGNS
 
 from sessionguard.cli import main
+from sessionguard.model import DESIGNS
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

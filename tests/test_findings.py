@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sessionguard.model import DESIGNS
-
 from sessionguard.findings import FINDINGS, render
+from sessionguard.model import DESIGNS
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "findings.md"
 

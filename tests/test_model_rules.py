@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from modelkit import drive
+
 from sessionguard.model import DESIGNS
 from sessionguard.model.vocabulary import (
     ANSWERED,
