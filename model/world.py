@@ -30,10 +30,11 @@ from .vocabulary import (
 class SessionW:
     """One session's records; every change of G[k] is logged for the step properties."""
 
-    __slots__ = ("k", "_guard", "owner", "pending", "runner", "last_run", "_log")
+    __slots__ = ("k", "_guard", "owner", "pending", "runner", "last_run", "_log", "_src")
 
     def __init__(self, k: int, s: Session, log: list[Effect]) -> None:
         self.k = k
+        self._src = s
         self._guard = s.guard
         self.owner = s.owner
         self.pending = s.pending
@@ -254,10 +255,21 @@ class World:
                 return x
             return tmap.get(x, DEAD)
 
-        sessions = tuple(
-            Session(g(s.guard), tid(s.owner), s.pending, tid(s.runner), s.last_run)
-            for s in self.sessions
-        )
+        if same:
+            # The common case: nothing to rename; keep every untouched record.
+            sessions = tuple(
+                s._src
+                if (s._guard, s.owner, s.pending, s.runner, s.last_run) == s._src
+                and (s.owner is None or s.owner == DEAD or s.owner in tmap)
+                and (s.runner is None or s.runner in tmap)
+                else Session(s._guard, tid(s.owner), s.pending, tid(s.runner), s.last_run)
+                for s in self.sessions
+            )
+        else:
+            sessions = tuple(
+                Session(g(s.guard), tid(s.owner), s.pending, tid(s.runner), s.last_run)
+                for s in self.sessions
+            )
         tasks = tuple(
             t
             if same and isinstance(t, Task)
