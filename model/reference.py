@@ -91,9 +91,6 @@ class Reference(Seed):
         """P1: the task already holds its guard; it calls the runner."""
         self.call_runner(w, t)
 
-    def owns(self, w: World, t: TaskW) -> bool:
-        return w.sessions[t.session].guard == t.top.guard
-
     # --- one event per task (R1) ---------------------------------------------------
 
     def p3(self, w: World, t: TaskW) -> str:
@@ -103,20 +100,26 @@ class Reference(Seed):
 
     # --- the finally (R3, R4) --------------------------------------------------------
 
-    def finish(self, w: World, t: TaskW) -> str:
-        """F2: if the session is still ours, hand the pending slot on or release."""
-        k = t.session
+    def hand_on(self, w: World, k: int, guard: int | None) -> str:
+        """The end of a turn, for a task (F2) and a command (C4) alike: if G[k]
+        is still `guard`, start the follow-ups under a new owner, or release
+        the session; if not, someone took it over and will do this instead."""
         s = w.sessions[k]
-        if s.owner == t.tid:
-            s.owner = None
-        if not self.owns(w, t):
-            return "F2:session-taken-over"
+        if s.guard != guard:
+            return "session-taken-over"
         p, s.pending = s.pending, None
         if p is not None:
             self.start(w, k, p)
-            return "F2:hand-pending-to-new-owner"
+            return "hand-pending-to-new-owner"
         s.guard = None
-        return "F2:release-own-guard"
+        return "release-own-guard"
+
+    def finish(self, w: World, t: TaskW) -> str:
+        """F2: clear our owner record, then hand the session on if it is still ours."""
+        s = w.sessions[t.session]
+        if s.owner == t.tid:
+            s.owner = None
+        return "F2:" + self.hand_on(w, t.session, t.top.guard)
 
     def cleanup_fault(self, w: World, t: TaskW, exc: str) -> str:
         """A cleanup await raised or was cancelled: the inner finally still runs F2."""
@@ -172,16 +175,7 @@ class Reference(Seed):
 
     def command_end(self, w: World, h: HandlerW) -> str:
         """C4: if the session is still the command's, start the follow-ups or release."""
-        k = h.session
-        s = w.sessions[k]
-        if s.guard != h.cg:
-            return "C4:session-taken-over"
-        p, s.pending = s.pending, None
-        if p is not None:
-            self.start(w, k, p)
-            return "C4:start-pending"
-        s.guard = None
-        return "C4:release"
+        return "C4:" + self.hand_on(w, h.session, h.cg)
 
     def handoff_fault(self, w: World, h: HandlerW) -> str:
         """C-error: the handoff completes anyway, so the session is never left half-handed.

@@ -241,7 +241,7 @@ def test_reference_command_error_still_completes_the_handoff():
                           ("platform:photo:0", "H:busy"),
                           ("H1", "C1:runner-raised, C2:cancel-owner", RUNNER_RAISES),
                           ("T0", "cancelled-before-start"), ("T0", "done-callback"),
-                          ("H1", "C2:owner-ended"), ("H1", "C4:start-pending")])[-1]
+                          ("H1", "C2:owner-ended"), ("H1", "C4:hand-pending-to-new-owner")])[-1]
     assert [t.levels[0].event for t in s.tasks] == [(2,)] and s.messages[0].fate == DISCARDED
 
 
