@@ -15,7 +15,7 @@ import argparse
 import platform
 import time
 
-from sessionguard.commands.check import DEFAULTS
+from sessionguard.commands.check import DEFAULT_KINDS, DEFAULTS
 from sessionguard.model import DESIGNS, Bounds, CheckerConfig, check
 from sessionguard.model.vocabulary import STOP, TEXT
 
@@ -56,7 +56,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, Python {platform.python_version()}, {platform.platform()}")
     started = time.perf_counter()
-    default = Bounds(messages=DEFAULTS["messages"], faults=DEFAULTS["faults"], sessions=DEFAULTS["sessions"])
+    default = Bounds(messages=DEFAULTS["messages"], faults=DEFAULTS["faults"], sessions=DEFAULTS["sessions"],
+                     kinds=DEFAULT_KINDS)
     table("default bound (sessionguard check)", default, list(DESIGNS), ratio="reductions off/on")
     if not args.quick:
         table("two sessions", Bounds(messages=2, faults=1, sessions=2, kinds=(TEXT, STOP)),

@@ -96,9 +96,12 @@ def loop_cost(runs: int) -> None:
 
 
 def first_trap(seeds: int) -> None:
-    print(f"== 3. time to the first #11016 trap in prefix ({', '.join(TRAP)})")
-    is_trap = violates(*TRAP)
-    for name in ("cancelled-task", "dead-owner", "wedged-stop", "stop-midrun", "all-faults"):
+    print(f"== 3. time to the first #11016 trap in prefix ({', '.join(TRAP)}); last row: one-worker")
+    cases = [(name, TRAP) for name in ("cancelled-task", "dead-owner", "wedged-stop", "stop-midrun", "all-faults")]
+    # A race that needs an unusual interleaving: two workers at once.
+    cases.append(("followups", ("one-worker",)))
+    for name, props in cases:
+        is_trap = violates(*props)
         factory = scenario_run("prefix", SCENARIOS[name])
         t0 = time.perf_counter()
         ex = explore_dfs(factory, max_deviations=3, is_failure=is_trap, max_seconds=60)

@@ -10,14 +10,17 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from sessionguard.cli import EXIT_OK, EXIT_VIOLATION, UsageError, bounded_int, csv
+from sessionguard.model.vocabulary import KINDS
 
 LIMITS = {"messages": (1, 8), "faults": (0, 4), "sessions": (1, 4)}
 DEFAULTS = {"messages": 2, "faults": 1, "sessions": 1}
+#: Every kind of inbound message arrives at the default bound.
+DEFAULT_KINDS = KINDS
 
 
 def add_parser(sub: Any) -> None:
     from sessionguard.model import BY_NAME, DESIGNS
-    from sessionguard.model.vocabulary import FAULTS, KINDS
+    from sessionguard.model.vocabulary import FAULTS
 
     p = sub.add_parser("check", help="explore every state of a design and judge every property")
     p.add_argument("--design", default="all", choices=[*DESIGNS, "all"])
@@ -32,7 +35,7 @@ def add_parser(sub: Any) -> None:
         "--kinds",
         type=csv,
         default=None,
-        help=f"inbound kinds, comma-separated (default text,photo,/stop,/approve; all: {','.join(KINDS)})",
+        help=f"inbound kinds, comma-separated (default: all of {','.join(DEFAULT_KINDS)})",
     )
     p.add_argument("--fault-kinds", type=csv, default=None, help=f"faults to inject (default all: {','.join(FAULTS)})")
     p.add_argument("--property", action="append", default=None, choices=list(BY_NAME), help="check only this one (repeatable)")
@@ -50,10 +53,10 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from sessionguard.model import BY_NAME, DESIGNS, Bounds, CheckerConfig, check
     from sessionguard.model.checker import Stats
-    from sessionguard.model.vocabulary import FAULTS, KINDS
+    from sessionguard.model.vocabulary import FAULTS
     from sessionguard.report import render_json, render_text
 
-    kinds = tuple(args.kinds) if args.kinds is not None else Bounds().kinds
+    kinds = tuple(args.kinds) if args.kinds is not None else DEFAULT_KINDS
     if not kinds:
         raise UsageError("check: --kinds is empty: name at least one message kind")
     for kind in kinds:
