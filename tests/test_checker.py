@@ -262,3 +262,18 @@ def test_canonical_states_have_the_same_future_and_the_same_verdicts(design):
             if t not in seen:
                 seen.add(t)
                 todo.append(t)
+
+
+class _NoIdentityCheck(Reference):
+    """docs/model.md's example: hand the session on whatever guard is there."""
+
+    name = "no-identity-check"
+
+    def hand_on(self, w: World, k: int, guard: int | None) -> str:
+        return super().hand_on(w, k, w.sessions[k].guard)
+
+
+def test_the_identity_check_is_what_keeps_reference_correct():
+    report = check(_NoIdentityCheck(), Bounds(messages=3, faults=1))
+    broken = {v.prop.name for v in report.verdicts if v.status == VIOLATED}
+    assert {"release-by-owner", "no-unguarded-worker", "nothing-lost"} <= broken
