@@ -163,7 +163,7 @@ class Reference(Seed):
         if task.cancel is None:
             task.cancel = f"command:{h.mid}"
         h.target = task.tid
-        return f"C2:cancel-owner T{task.tid}"
+        return "C2:cancel-owner"
 
     def handler_ready(self, state: State, h: Handler) -> bool:
         if h.pc == C_AWAIT and any(

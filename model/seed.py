@@ -123,7 +123,7 @@ class Seed(Prefix):
                 task.cancel = f"command:{h.mid}"
             h.target = task.tid
             h.pc = C_AWAIT
-            return f"C2:cancel-owner T{task.tid}"
+            return "C2:cancel-owner"
         h.pc = C_SEND
         return "C2:no-running-owner"
 
