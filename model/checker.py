@@ -31,6 +31,7 @@ from .properties import (
     Property,
     StepInvariant,
     holders,
+    hung_sessions,
 )
 from .reduction import ample
 from .symmetry import canonical, forget_history
@@ -144,13 +145,14 @@ def is_internal(step: Step) -> bool:
     return step.fault is None and step.message is None
 
 
-def _hung_sessions(state: State) -> int:
-    """How many sessions have a hung call: the user sends each one /stop."""
-    return len({t.session for t in state.tasks if t.hung} | {h.session for h in state.handlers if h.hung})
+def has_hang(state: State, bounded: frozenset[str] = frozenset()) -> bool:
+    """Does some call hang for good? (See `properties.hung_sessions`.)"""
+    return bool(hung_sessions(state, bounded))
 
 
-def has_hang(state: State) -> bool:
-    return any(t.hung for t in state.tasks) or any(h.hung for h in state.handlers)
+def recovery_start(state: State, bounded: frozenset[str] = frozenset()) -> State:
+    """The state with the user's way out: one /stop for each session with a hung call."""
+    return state._replace(extra=len(hung_sessions(state, bounded)))
 
 
 def session_open(design: Design, state: State, k: int) -> bool:
@@ -344,19 +346,20 @@ def _check_liveness(
         return None
     # Hung states get the user's recovery: one /stop per session, explored in
     # one graph for all of them, since their futures overlap.
-    hung = [i for i in bad if has_hang(graph.states[i])]
+    bounded = design.bounded_awaits
+    hung = [i for i in bad if has_hang(graph.states[i], bounded)]
     recovery = _Recovery(design, bounds, len(graph.states[0].sessions), graph.canon)
     stuck = recovery.stuck_all([graph.states[i] for i in hung])
     for i in sorted(bad, key=lambda i: graph.depth[i]):
         s = graph.states[i]
-        if not has_hang(s) or s in stuck:
+        if not has_hang(s, bounded) or s in stuck:
             return i
     return None
 
 
 def _why_stuck(design: Design, bounds: Bounds, state: State) -> tuple[list[tuple[Step, State]], str]:
     """How a stuck state ends up, told as the steps that follow it."""
-    if has_hang(state):
+    if has_hang(state, design.bounded_awaits):
         found = _Recovery(design, bounds, len(state.sessions)).stuck(state)
         if found is not None:
             return found
@@ -422,14 +425,15 @@ class _Recovery:
 
     def stuck_all(self, states: list[State]) -> set[State]:
         """The given states from which even the recovery /stops cannot settle."""
-        starts = {s: self.canon(s._replace(extra=_hung_sessions(s))) for s in states}
+        bounded = self.design.bounded_awaits
+        starts = {s: self.canon(recovery_start(s, bounded)) for s in states}
         _, order, edges, settled = self._explore(list(set(starts.values())))
         good = _can_reach(order, edges, settled)
         return {s for s, r in starts.items() if r not in good}
 
     def stuck(self, state: State) -> tuple[list[tuple[Step, State]], str] | None:
         """If `state` cannot settle even after the recovery: how it ends up."""
-        start = state._replace(extra=_hung_sessions(state))
+        start = recovery_start(state, self.design.bounded_awaits)
         parent, order, edges, settled = self._explore([start])
         if start in _can_reach(order, edges, settled):
             return None

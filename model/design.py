@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .properties import hung_sessions
 from .vocabulary import (
     ABORTED,
     ANSWERED,
@@ -99,7 +100,8 @@ class Design:
     #: Awaits at which a cancellation of the task is swallowed (SPEC appendix:
     #: both wait for the cancelled typing task inside `except CancelledError: pass`).
     swallows_cancel: frozenset[str] = frozenset({INBAND, TYPING})
-    #: Awaits wrapped in a timeout: a call that would hang there fails instead.
+    #: Awaits wrapped in a timeout: a call that would hang there fails instead, at
+    #: the step where the timeout fires.
     bounded_awaits: frozenset[str] = frozenset()
     #: Violations this design is known to have: property name -> why.
     known: dict[str, str] = {}
@@ -123,7 +125,7 @@ class Design:
         for t in state.tasks:
             self._task_steps(state, t, bounds, can_fault, out)
         for h in state.handlers:
-            self._handler_steps(state, h, bounds, can_fault, out)
+            self._handler_steps(state, h, bounds, can_fault, out, faults)
         if can_fault:
             self._environment_faults(state, bounds, out)
         return out
@@ -142,8 +144,8 @@ class Design:
         else:
             return
         sessions = range(len(state.sessions))
-        if extra:  # the user sends /stop where something hangs
-            sessions = sorted({t.session for t in state.tasks if t.hung} | {h.session for h in state.handlers if h.hung})  # type: ignore[assignment]
+        if extra:  # the user sends /stop where a call hangs
+            sessions = hung_sessions(state, self.bounded_awaits)  # type: ignore[assignment]
         for k in sessions:
             for kind in kinds:
                 w = World(state)
@@ -430,16 +432,24 @@ class Design:
     # --- inbound handlers that await ----------------------------------------------
 
     def _handler_steps(
-        self, state: State, h: Handler, bounds: Bounds, can_fault: bool, out: list[Successor]
+        self,
+        state: State,
+        h: Handler,
+        bounds: Bounds,
+        can_fault: bool,
+        out: list[Successor],
+        faults_allowed: bool = True,
     ) -> None:
         if h.hung or not self.handler_ready(state, h):
             return
         actor = f"H{h.mid}"
         out.append(self._apply_handler(state, actor, h.mid, None))
-        if can_fault:
-            for fault in FAULTS_AT.get(h.pc, ()):
-                if fault in bounds.fault_kinds:
-                    out.append(self._apply_handler(state, actor, h.mid, fault))
+        # A call that hangs inside a timeout is seen when the timeout fires, which
+        # may be after a shutdown: that one fault stays possible once stopped.
+        bounded = h.pc in self.bounded_awaits and state.faults_used < bounds.faults and faults_allowed
+        for fault in FAULTS_AT.get(h.pc, ()):
+            if fault in bounds.fault_kinds and (can_fault or (bounded and fault in HANG_FAULTS)):
+                out.append(self._apply_handler(state, actor, h.mid, fault))
 
     def handler_ready(self, state: State, h: Handler) -> bool:
         """C2 waits for the cancelled owner to end; every other await can resume."""

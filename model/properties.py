@@ -90,6 +90,14 @@ def holders(state: State) -> set[int]:
     return held
 
 
+def hung_sessions(state: State, bounded: frozenset[str] = frozenset()) -> list[int]:
+    """Sessions with a call that hangs for good (a call hung at an await the
+    design bounds with a timeout will end by itself, so it does not count)."""
+    hung = {t.session for t in state.tasks if t.hung}
+    hung |= {h.session for h in state.handlers if h.hung and h.pc not in bounded}
+    return sorted(hung)
+
+
 def _msgs(ids: tuple[int, ...] | list[int]) -> str:
     return ", ".join(f"m{m}" for m in ids)
 

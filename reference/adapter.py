@@ -434,12 +434,21 @@ class ReferenceAdapter(SeedAdapter):
             job.levels.pop()
 
     def _finish(self, job: Job, level: Activation) -> None:
-        """F2 (reference): only the guard's owner drains or releases (R4)."""
+        """F2 (reference): drop our owner record, then hand the session on if it is ours."""
         k = job.key
         job.finished = True
         if job.task is not None and self.owners.get(k) is job.task:
             del self.owners[k]
-        owns = level.guard is not None and self.guards.get(k) is level.guard
+        self._hand_on(k, level.guard)
+
+    def _hand_on(self, k: int, guard: asyncio.Event | None) -> None:
+        """The end of a turn, for a task (F2) and a command (C4) alike (R4, R5).
+
+        Only while G[k] is still `guard`: start the follow-ups under a new
+        owner, or release the session.  Otherwise someone took the session
+        over, and it is theirs to hand on.
+        """
+        owns = guard is not None and self.guards.get(k) is guard
         action = d.finish_action(self.design, k in self.pending, owns)
         if action == d.DRAIN:
             self._start(k, self.pending.pop(k))
@@ -478,12 +487,7 @@ class ReferenceAdapter(SeedAdapter):
             except Exception:
                 pass  # the reply is lost, but the handoff still completes
             # C4: only if the session is still the command's own.
-            if self.guards.get(k) is h.cg:
-                p = self.pending.pop(k, None)
-                if p is not None:
-                    self._start(k, p)
-                else:
-                    del self.guards[k]
+            self._hand_on(k, h.cg)
         finally:
             self.commands[k].remove(h)
             self._handled(h)

@@ -112,6 +112,20 @@ async def _inject(rig: Rig, kind: str) -> None:
         rig.faults.arm(kind)
 
 
+def _hung_sessions(rig: Rig) -> list[int]:
+    """The sessions in which some call hangs: where the user sends a recovery /stop."""
+    adapter = rig.adapter
+    keys = set()
+    for task in rig.ledger.hanging:
+        job = adapter.job_of.get(task)  # type: ignore[arg-type]
+        if job is not None:
+            keys.add(job.key)
+    for h in adapter.handlings.values():
+        if h.task in rig.ledger.hanging:
+            keys.add(h.message.key)
+    return sorted(keys)
+
+
 def _start(rig: Rig, action: Action, n: int) -> None:
     loop = asyncio.get_running_loop()
     if isinstance(action, Send):
@@ -127,6 +141,8 @@ def scenario_run(
     *,
     adapter_factory: AdapterFactory | None = None,
     check: bool = True,
+    record: bool = False,
+    on_rig: Callable[[Rig], None] | None = None,
 ) -> Callable[[], Coroutine[Any, Any, Outcome]]:
     """A coroutine factory: one fresh run of `scenario` on the named design per call."""
     if design_name not in DESIGNS:
@@ -139,8 +155,12 @@ def scenario_run(
         refinement: Refinement | None = None
         if check:
             refinement = Refinement(rig, model_index(design, bounds))
+            if record:
+                refinement.trace = []
             rig.refinement = refinement
             add_observer(refinement)
+        if on_rig is not None:
+            on_rig(rig)
         loop = asyncio.get_running_loop()
         n = 0
         for phase in scenario.phases:
@@ -148,12 +168,17 @@ def scenario_run(
                 _start(rig, action, n)
                 n += 1
             await asyncio.sleep(QUIET)
-        # The user's way out of a wedged session (SPEC 9, 10): one /stop per
-        # session, beyond the scenario's own messages, when some call hangs.
-        if rig.ledger.hanging and not rig.adapter.stopped:
+        # The user's way out of a wedged session (SPEC 9, 10): one /stop for
+        # each session in which a call hangs, beyond the scenario's messages.
+        # As in the model's liveness check, every hung state gets it, so this
+        # repeats while calls still hang (a recovery may run into another
+        # armed hang), at most once per fault of the scenario.
+        rounds = 1 + sum(1 for a in scenario.actions if isinstance(a, Fault))
+        while (hung := _hung_sessions(rig)) and not rig.adapter.stopped and rounds > 0:
+            rounds -= 1
             if refinement is not None:
-                refinement.allow_recovery(rig.sessions)
-            for k in range(rig.sessions):
+                refinement.allow_recovery(len(hung))
+            for k in hung:
                 _start(rig, Send(STOP, k), n)
                 n += 1
             await asyncio.sleep(QUIET)
@@ -209,19 +234,48 @@ def violates(*props: str) -> Callable[[RunResult], bool]:
 
 
 def encode_token(design: str, scenario: Scenario, schedule: Schedule) -> str:
-    """A compact, copy-pasteable token: design, scenario and the schedule, zipped."""
-    data = {"design": design, "scenario": scenario.to_json(), "schedule": json.loads(schedule.to_json())}
+    """A compact, copy-pasteable token: design, scenario, Python version and the choices.
+
+    Labels are left out (the choices determine the run); `decode_token` runs
+    the choices once to get the labelled schedule back, and refuses a token
+    made on another Python minor version.
+    """
+    named = SCENARIOS.get(scenario.name) == scenario
+    data = {
+        "d": design,
+        "s": scenario.name if named else scenario.to_json(),
+        "py": schedule.python,
+        "c": list(schedule.choices),
+    }
     raw = zlib.compress(json.dumps(data, separators=(",", ":")).encode(), 9)
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def decode_token(token: str) -> tuple[str, Scenario, Schedule]:
-    padded = token + "=" * (-len(token) % 4)
+    """Design, scenario and the labelled schedule of a token (see `encode_token`)."""
+    from sessionguard.loop import run
+    from sessionguard.loop.errors import ScheduleVersionError
+
+    padded = token.strip() + "=" * (-len(token.strip()) % 4)
     try:
         data = json.loads(zlib.decompress(base64.urlsafe_b64decode(padded)))
+        design, scenario_data, python, choices = data["d"], data["s"], data["py"], data["c"]
     except Exception as exc:
         raise ValueError(f"not a replay token ({exc.__class__.__name__})") from None
-    return load_document(data)
+    scenario = _scenario(scenario_data)
+    Schedule((), python).check_version()  # refuse another Python minor version, with the reason
+    result = run(scenario_run(design, scenario, check=False), choices_chooser([int(c) for c in choices]))
+    if result.steps < len(choices):
+        raise ScheduleVersionError("the token's run ended early: it was made by different code")
+    return str(design), scenario, result.schedule
+
+
+def _scenario(data: Any) -> Scenario:
+    if isinstance(data, str):
+        if data not in SCENARIOS:
+            raise ValueError(f"unknown scenario {data!r}")
+        return SCENARIOS[data]
+    return Scenario.from_json(data)
 
 
 def replay_document(design: str, scenario: Scenario, schedule: Schedule) -> dict[str, Any]:
@@ -231,44 +285,30 @@ def replay_document(design: str, scenario: Scenario, schedule: Schedule) -> dict
 def load_document(data: Any) -> tuple[str, Scenario, Schedule]:
     if not isinstance(data, dict) or not {"design", "scenario", "schedule"} <= set(data):
         raise ValueError("not a replay file: expected an object with design, scenario and schedule")
-    scenario_data = data["scenario"]
-    if isinstance(scenario_data, str):
-        if scenario_data not in SCENARIOS:
-            raise ValueError(f"unknown scenario {scenario_data!r}")
-        scenario = SCENARIOS[scenario_data]
-    else:
-        scenario = Scenario.from_json(scenario_data)
+    scenario = _scenario(data["scenario"])
     return str(data["design"]), scenario, Schedule.from_json(json.dumps(data["schedule"]))
 
 
-def narrate(design_name: str, scenario: Scenario, schedule: Schedule) -> list[str]:
-    """The schedule as a numbered story: which lane ran, and what the model saw it do."""
-    lines: list[str] = []
-    steps = schedule.steps
+def narrate(design_name: str, scenario: Scenario, schedule: Schedule) -> tuple[RunResult, list[str]]:
+    """Replay `schedule` and tell it: each loop step the model saw, with the rule it took.
+
+    Loop steps that the model does not see (stutters: a typing indicator's own
+    steps, asyncio's internal callbacks) are left out; a step marked
+    ``[choice n]`` is where the schedule deviated from asyncio's FIFO order.
+    """
     from sessionguard.loop import replay
 
-    seen: list[tuple[int, str, str]] = []
-
-    def observer_factory() -> Callable[[int, str], None]:
-        return lambda step, label: None
-
-    factory = scenario_run(design_name, scenario)
-    holder: dict[str, Refinement] = {}
-
-    async def main() -> Outcome:
-        # Wrap the scenario's own main to hear each transition the model took.
-        coro = factory()
-        return await coro
-
-    _ = (observer_factory, holder, main)
-    result = replay(factory, schedule)
-    for i, (choice, label) in enumerate(steps):
+    rigs: list[Rig] = []
+    result = replay(scenario_run(design_name, scenario, on_rig=rigs.append, record=True), schedule)
+    lines: list[str] = []
+    trace = rigs[-1].refinement.trace if rigs and rigs[-1].refinement else None
+    for step, label, rules in trace or []:
+        if not rules:
+            continue
+        choice = schedule.steps[step][0] if step < len(schedule.steps) else 0
         mark = f" [choice {choice}]" if choice else ""
-        seen.append((i, label, mark))
-    for i, label, mark in seen:
-        lines.append(f"{i:3d}. {label}{mark}")
-    lines.append(f"verdict: {result.verdict}")
-    return lines
+        lines.append(f"{step:4d}. {label}{mark}: {' | '.join(rules)}")
+    return result, lines
 
 
 def choices_chooser(choices: Sequence[int]) -> Callable[[int, Sequence[str]], int]:

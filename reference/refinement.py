@@ -190,14 +190,14 @@ def differences(model: State, impl: State) -> list[str]:
             f"implementation {len(impl.tasks)} ({_tasks(impl)})"
         )
     else:
-        for a, b in zip(model.tasks, impl.tasks, strict=True):
-            if a != b:
-                out.append(f"task T{a.tid}: model {_task(a)}, implementation {_task(b)}")
+        for ta, tb in zip(model.tasks, impl.tasks, strict=True):
+            if ta != tb:
+                out.append(f"task T{ta.tid}: model {_task(ta)}, implementation {_task(tb)}")
     if model.handlers != impl.handlers:
         out.append(f"handlers: model {list(model.handlers)}, implementation {list(impl.handlers)}")
-    for m, (a, b) in enumerate(zip(model.messages, impl.messages, strict=False)):
-        if a != b:
-            out.append(f"message m{m}: model {_msg(a)}, implementation {_msg(b)}")
+    for m, (ma, mb) in enumerate(zip(model.messages, impl.messages, strict=False)):
+        if ma != mb:
+            out.append(f"message m{m}: model {_msg(ma)}, implementation {_msg(mb)}")
     if len(model.messages) != len(impl.messages):
         out.append(f"messages: model has {len(model.messages)}, implementation {len(impl.messages)}")
     if model.set_guards != impl.set_guards:
@@ -236,9 +236,17 @@ class Transition:
 class ModelIndex:
     """The model's side of refinement for one design and bounds, memoised across runs."""
 
+    #: Above this many cached model states the caches are dropped (memory stays bounded
+    #: on long random campaigns, where new states keep coming).
+    max_cached_states = 50_000
+
     def __init__(self, design: Design, bounds: Bounds) -> None:
         self.design = design
         self.bounds = bounds
+        self.generation = 0
+        self._reset()
+
+    def _reset(self) -> None:
         self._succ: dict[State, list[tuple[Step, State, State]]] = {}
         self._views: dict[State, State] = {}
         self._set_index: dict[frozenset[State], int] = {}
@@ -251,6 +259,12 @@ class ModelIndex:
         if v is None:
             v = self._views[state] = project(state, self.design)
         return v
+
+    def maybe_trim(self) -> None:
+        """Drop every cache when it grows too big (runs re-intern their current set)."""
+        if len(self._succ) > self.max_cached_states:
+            self._reset()
+            self.generation += 1
 
     def successors(self, state: State) -> list[tuple[Step, State, State]]:
         out = self._succ.get(state)
@@ -289,8 +303,8 @@ class ModelIndex:
         if edges:
             for p in STEP_INVARIANTS:
                 whys = []
-                for s, step, t in edges:
-                    why = None if step is None else p.check(s, step, t)
+                for before, taken, after in edges:
+                    why = None if taken is None else p.check(before, taken, after)
                     if why is None:
                         break
                     whys.append(why)
@@ -382,9 +396,17 @@ class Refinement:
     _delivered: dict[asyncio.Task[None], int] = field(default_factory=dict)
     _labels: dict[asyncio.Task[None], str] = field(default_factory=dict)
     _pending: set[asyncio.Task[None]] = field(default_factory=set)
+    #: When a list: (loop step, label, the model rules it matched) for every step.
+    trace: list[tuple[int, str, list[str]]] | None = None
+    _last: State | None = None
+    _set: frozenset[State] = frozenset()
+    _generation: int = 0
 
     def __post_init__(self) -> None:
+        self.index.maybe_trim()
         self.current = self.index.initial()
+        self._set = self.index.sets[self.current]
+        self._generation = self.index.generation
 
     def _track_cancels(self, label: str) -> None:
         """A cancellation is pending from the step that requests it until the task's next step."""
@@ -407,11 +429,28 @@ class Refinement:
     def __call__(self, step: int, label: str) -> None:
         self._track_cancels(label)
         obs = observe(self.rig, self._pending)
-        tr = self.index.advance(self.current, obs)
         self.steps_checked += 1
+        if obs == self._last:
+            # Nothing observable changed: a stutter (a typing indicator's step,
+            # an asyncio callback).  The model is not consulted: every model
+            # step changes something observable, so none can hide in here.
+            if self.trace is not None:
+                self.trace.append((step, label, []))
+            return
+        self._last = obs
+        index = self.index
+        if index.generation != self._generation:
+            self.current = index.intern(self._set)
+            self._generation = index.generation
+        tr = index.advance(self.current, obs)
         if tr.target < 0:
             raise self.mismatch(step, label, obs)
         self.current = tr.target
+        self._set = index.sets[tr.target]
+        if self.trace is not None:
+            rules = sorted({f"{st}" + (f" [fault: {st.fault}]" if st.fault else "") for _, st, _ in tr.edges if st is not None})
+            stutter = any(st is None for _, st, _ in tr.edges)
+            self.trace.append((step, label, [] if stutter and not rules else rules))
         for name, why in tr.step_violations.items():
             self.findings.setdefault(name, Finding(name, step, label, why))
         for name, why in self.index.state_violations(tr.target).items():
@@ -428,8 +467,11 @@ class Refinement:
 
     def allow_recovery(self, stops: int) -> None:
         """The user may send `stops` more /stop messages beyond the bound (SPEC 9, 10)."""
-        states = [s._replace(extra=s.extra + stops) for s in self.index.sets[self.current]]
+        states = [s._replace(extra=s.extra + stops) for s in self._set]
         self.current = self.index.intern(states)
+        self._set = self.index.sets[self.current]
+        self._generation = self.index.generation
+        self._last = None
 
     def settle(self, step: int) -> None:
         """At the end of a run (the loop is quiet): can the session still settle? (SPEC 9)"""

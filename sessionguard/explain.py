@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sessionguard.model import BY_NAME, DESIGNS, Bounds, CheckerConfig, Design, Property, check
-from sessionguard.model.checker import VIOLATED, has_hang, is_internal, unsettled
+from sessionguard.model.checker import VIOLATED, has_hang, is_internal, recovery_start, unsettled
 from sessionguard.model.narrative import actor_name, changes, narrate, session_view, task_name
 from sessionguard.model.properties import Invariant, Liveness, StepInvariant
 from sessionguard.model.vocabulary import (
@@ -203,10 +203,6 @@ def from_data(data: dict[str, Any], path: str, *, design: str | None = None, pro
     )
 
 
-def _hung_sessions(state: State) -> int:
-    return len({t.session for t in state.tasks if t.hung} | {h.session for h in state.handlers if h.hung})
-
-
 def _key(before: State, step: Step, after: State) -> tuple[object, ...]:
     return (actor_name(before, step.actor), step.rule, step.detail, step.fault, changes(before, after))
 
@@ -222,9 +218,9 @@ def replay(design: Design, bounds: Bounds, steps: Any, *, where: str = "trace") 
             raise ExplainError(f"{where}: step {n} is malformed (needs actor, rule, detail, changes)")
         key = (want["actor"], want["rule"], want["detail"], want.get("fault"), list(want["changes"]))
         starts = [(state, True)]
-        if has_hang(state) and state.extra == 0:
+        if has_hang(state, design.bounded_awaits) and state.extra == 0:
             # The liveness check's recovery: the user may send /stop where a call hangs.
-            starts.append((state._replace(extra=_hung_sessions(state)), False))
+            starts.append((recovery_start(state, design.bounded_awaits), False))
         for start, faults in starts:
             match = next(
                 ((st, nxt) for st, nxt in design.successors(start, bounds, faults=faults) if _key(start, st, nxt) == key),
@@ -264,8 +260,8 @@ def _settles(design: Design, bounds: Bounds, state: State, limit: int = 200_000)
     """Can `state` still reach a settled state (liveness, as the checker judges it)?"""
     if _reaches_settled(design, bounds, [state], internal_only=True, limit=limit):
         return True
-    if has_hang(state):
-        start = state._replace(extra=_hung_sessions(state))
+    if has_hang(state, design.bounded_awaits):
+        start = recovery_start(state, design.bounded_awaits)
         return _reaches_settled(design, bounds, [start], internal_only=False, limit=limit)
     return False
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+
 from sessionguard.loop import (
     ControlledLoop,
     Deadlock,

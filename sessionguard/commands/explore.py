@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +42,8 @@ def add_parser(sub: Any) -> None:
         "--depth",
         type=bounded_int("depth", 0, 100),
         default=None,
-        help="pct: bug depth (default 3); dfs: at most this many deviations from FIFO (default: none, exhaustive)",
+        help="pct: bug depth (default 3); dfs: at most this many deviations from FIFO (default 3; "
+        "unbounded DFS does not finish on three-message scenarios)",
     )
     p.add_argument("--max-seconds", type=float, default=None, help="time budget per scenario")
     p.add_argument("--keep-going", action="store_true", help="run the whole budget even after a failure")
@@ -101,7 +101,8 @@ def _explore(args: argparse.Namespace, design: str, scenario: Any) -> ScenarioRe
         "keep_failures": 1,
     }
     if args.strategy == "dfs":
-        ex = explore_dfs(factory, max_deviations=args.depth, max_schedules=args.schedules, **options)
+        depth = 3 if args.depth is None else args.depth
+        ex = explore_dfs(factory, max_deviations=depth, max_schedules=args.schedules, **options)
     elif args.strategy == "random":
         ex = explore_random(factory, runs=args.schedules or 1000, seed=args.seed, **options)
     else:
@@ -176,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     saved = False
     for rep in reports:
         ex = rep.exploration
-        sc = SCENARIOS.get(rep.scenario)
+        named = SCENARIOS.get(rep.scenario)
         failure = rep.failure
         entry: dict[str, Any] = {
             "scenario": rep.scenario,
@@ -199,7 +200,8 @@ def run(args: argparse.Namespace) -> int:
         }
         bad = any(r != "ok" for r in ex.verdicts) or any(p not in known for p in rep.props)
         undeclared = undeclared or bad
-        if failure is not None and sc is not None:
+        if failure is not None and named is not None:
+            sc = named
             props = set(findings_of(failure))
             if not args.no_shrink:
                 failure = _shrunk(design, sc, failure, props)
