@@ -155,10 +155,10 @@ def _alpha(state: State, design: str) -> dict[str, Val]:
             raise DoesNotFit("three levels")
         a[f"t{i}_pc"] = _PC[t.pc]
         if t.cancel is not None and t.cancel.startswith("command:"):
-            c = int(t.cancel.split(":")[1])
+            cmd = int(t.cancel.split(":")[1])
             ev = t.levels[-1].event
             a[f"t{i}_cancel"] = C_COMMAND
-            a[f"t{i}_crel"] = 0 if all(m < c for m in ev) else 1 if all(m > c for m in ev) else 2
+            a[f"t{i}_crel"] = 0 if all(m < cmd for m in ev) else 1 if all(m > cmd for m in ev) else 2
         else:
             a[f"t{i}_cancel"] = _CANCEL[t.cancel]
         a[f"t{i}_hung"] = t.hung

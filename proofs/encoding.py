@@ -175,20 +175,49 @@ def NOT(x: Val) -> Val:
 
 
 def AND(*xs: Val) -> Val:
-    if _is_z3(*xs):
-        return z3.And(*xs)
-    return all(xs)
+    """Conjunction, partially evaluated: constant operands are folded away."""
+    if any(x is False for x in xs if not isinstance(x, z3.ExprRef)):
+        return False
+    rest = [x for x in xs if isinstance(x, z3.ExprRef)]
+    if not rest:
+        return True
+    return rest[0] if len(rest) == 1 else z3.And(*rest)
 
 
 def OR(*xs: Val) -> Val:
-    if _is_z3(*xs):
-        return z3.Or(*xs)
-    return any(xs)
+    """Disjunction, partially evaluated: constant operands are folded away."""
+    if any(x is True or (x is not False and not isinstance(x, z3.ExprRef) and bool(x)) for x in xs):
+        return True
+    rest = [x for x in xs if isinstance(x, z3.ExprRef)]
+    if not rest:
+        return False
+    return rest[0] if len(rest) == 1 else z3.Or(*rest)
+
+
+#: The sort of integer fields while symbolic rules are being built (Int or a BitVec).
+INT_SORT: list[z3.SortRef] = []
+
+
+def _lift(x: Val) -> Val:
+    if isinstance(x, bool) or isinstance(x, z3.ExprRef) or not INT_SORT:
+        return x
+    sort = INT_SORT[-1]
+    return z3.BitVecVal(x, sort.size()) if isinstance(sort, z3.BitVecSortRef) else z3.IntVal(x)
+
+
+def _identical(a: Val, b: Val) -> bool:
+    if isinstance(a, z3.ExprRef) and isinstance(b, z3.ExprRef):
+        return bool(a.eq(b))
+    if isinstance(a, z3.ExprRef) or isinstance(b, z3.ExprRef):
+        return False
+    return type(a) is type(b) and a == b
 
 
 def ITE(c: Val, a: Val, b: Val) -> Val:
     if _is_z3(c):
-        return z3.If(c, a, b)
+        if _identical(a, b):
+            return a
+        return z3.If(c, _lift(a), _lift(b))
     return a if c else b
 
 
@@ -244,7 +273,7 @@ def choice_int(s: Sym, name: str, low: Val, high: Val) -> Val:
     """A value the abstraction does not know, strictly between low and high."""
     if not _is_z3(s["nmsg"]):
         raise Nondeterministic(name)
-    x = z3.FreshInt(name)
+    x = z3.FreshConst(s["nmsg"].sort(), name)
     s.choices.append(x)
     s.cond.append(z3.And(x > low, x < high))
     return x
@@ -314,16 +343,15 @@ class Env:
     faults: int | None = None
     kinds: tuple[str, ...] = KINDS
     fault_kinds: tuple[str, ...] = FAULTS
+    #: Only the system's own steps: no arrival, no fault (the liveness question).
+    internal: bool = False
 
 
 #: Weakenings of `reference`, each a documented way to break one proof (tests, docs).
 MUTATIONS: dict[str, str] = {
     "no-identity-check": "F2 releases or hands on the guard without checking it is still the task's own",
     "no-owner-wait": "C2 does not wait for the cancelled owner to end before the command completes",
-    "no-command-order": "a command does not wait for earlier commands before it completes",
-    "heal-drops-pending": "heal discards the pending slot (as seed does) instead of reaping the owner",
     "queue-approve": "/approve is queued in the pending slot while the session is busy",
-    "no-heal": "an inbound message never runs the finished owner's done-callback",
 }
 
 
@@ -368,6 +396,8 @@ class Rules:
     # --- small helpers -------------------------------------------------------------------
 
     def can_fault(self, s: Sym) -> Val:
+        if self.env.internal:
+            return False
         if self.env.faults is None:
             return NOT(s["stop"])
         return AND(NOT(s["stop"]), s["nf"] < self.env.faults)
@@ -542,7 +572,7 @@ class Rules:
     # --- the platform ----------------------------------------------------------------------
 
     def _arrivals(self, s: Sym) -> list[Sym]:
-        cond = NOT(s["stop"])
+        cond = AND(NOT(s["stop"]), not self.env.internal)
         if self.env.messages is not None:
             cond = AND(cond, s["nmsg"] < self.env.messages)
         out: list[Sym] = []
@@ -614,7 +644,7 @@ class Rules:
 
     def inbound_seed(self, s: Sym, m: Val, kind: str, dm: Val) -> list[Sym]:
         paths = [s]
-        if self.ref and self.mutation not in ("heal-drops-pending", "no-heal"):
+        if self.ref:
             # R6: the finished owner's done-callback runs first (it may hand on P[k]).
             nxt = []
             for i in SLOTS:
@@ -626,7 +656,7 @@ class Rules:
                         else:
                             nxt.append(u)
                 paths, nxt = nxt, []
-        if not self.ref or self.mutation == "heal-drops-pending":
+        if not self.ref:
             nxt = []
             for t in paths:
                 for u, b in branch(t, AND(t["G"] != 0, t["O"] == O_DEAD)):
@@ -702,8 +732,8 @@ class Rules:
                 slot = "A" if first else "Z"
                 vals = {"pc": H_RUNNER, "mid": m, "old": old, "olds": olds, "cg": cg, "cgs": False,
                         "tgt": O_NONE, "hung": False, "kstop": kind == STOP}
-                for n in _CMD_NAMES:
-                    u[H(slot, n)] = vals[n]
+                for name in _CMD_NAMES:
+                    u[H(slot, name)] = vals[name]
                 u["nc"] = u["nc"] + 1
                 final.append(u)
         return final
@@ -823,11 +853,11 @@ class Rules:
             s["nc"] = s["nc"] - 1
             return [s]
         out: list[Sym] = []
-        for t, n in cases(s, ITE(s["nc"] >= 3, 3, s["nc"]), (1, 2, 3)):
-            if n == 1:
+        for t, count in cases(s, ITE(s["nc"] >= 3, 3, s["nc"]), (1, 2, 3)):
+            if count == 1:
                 for name, ty in _CMD_FIELDS:
                     t[H("A", name)] = _zero(ty)
-            elif n == 2:
+            elif count == 2:
                 for name, _ in _CMD_FIELDS:
                     t[H("A", name)] = t[H("Z", name)]
                     t[H("Z", name)] = _zero(FIELD_TYPES[H("Z", name)])
@@ -868,7 +898,7 @@ class Rules:
                 OR(tgt != O_T0, s[T(0, "pc")] == REAP if self.ref else False),
                 OR(tgt != O_T1, s[T(1, "pc")] == REAP if self.ref else False),
             )
-        if self.ref and c == "Z" and self.mutation != "no-command-order":
+        if self.ref and c == "Z":
             return s[H(c, "pc")] != H_AWAIT
         return OR(s[H(c, "pc")] != H_AWAIT, target_gone)
 
@@ -1133,17 +1163,20 @@ class Rules:
         return out
 
     def p1(self, s: Sym, i: int, top: int) -> list[Sym]:
-        if not self.ref:
+        paths = [s]
+        if not self.ref:  # g = G.get(k) or a new guard; G[k] = g
             known = self.task_known(s, i)
+            paths = []
             for t, idle in branch(s, s["G"] == 0):
                 if idle:
                     self.write_G(t, self.new_guard(t), False, known)
                 t[L(i, top, "g")] = t["G"]
                 t[L(i, top, "gs")] = t["gset"]
-                s = t
-        self.run_level(s, i, top)
-        s[T(i, "pc")] = RUNNER
-        return [s]
+                paths.append(t)
+        for t in paths:
+            self.run_level(t, i, top)
+            t[T(i, "pc")] = RUNNER
+        return paths
 
     def p2(self, s: Sym, i: int, top: int) -> list[Sym]:
         s[L(i, top, "fate")] = F_ALL
