@@ -684,6 +684,28 @@ class Rules:
                 out += [v for v, _ in self.start(u, m, m, ordinary, dm if ordinary else -1, None)]
         return out
 
+    def hand_on(self, s: Sym, owns: Val, turn: str, known: list[Val] | None) -> list[Sym]:
+        """Reference's end of a turn, for a task (F2) and a command (C4) alike
+        (model/reference.py, `hand_on`): if the session is still ours, start the
+        follow-ups under a new owner or release; otherwise leave it."""
+        out: list[Sym] = []
+        for t, ours in branch(s, owns):
+            if not ours:
+                t.say(f"{turn}:session-taken-over")
+                out.append(t)
+                continue
+            for u, pend in branch(t, t["p"]):
+                if pend:
+                    lo, hi, dmax = u["plo"], u["phi"], u["pdmax"]
+                    self.clear_pending(u)
+                    u.say(f"{turn}:hand-pending-to-new-owner")
+                    out += [v for v, _ in self.start(u, lo, hi, True, dmax, known)]
+                else:
+                    u.say(f"{turn}:release-own-guard")
+                    self.write_G(u, 0, False, known)
+                    out.append(u)
+        return out
+
     def start(self, s: Sym, lo: Val, hi: Val, ordinary: Val, dmax: Val, known: list[Val] | None) -> list[tuple[Sym, int]]:
         """start(e, k): a fresh guard, a new task (given the guard in reference), O[k] = it."""
         g = self.new_guard(s)
@@ -787,22 +809,7 @@ class Rules:
         cg = s[H(c, "cg")]
         out: list[Sym] = []
         if self.ref:
-            for t, ours in branch(s, s["G"] == cg):
-                if not ours:
-                    t.say("C4:session-taken-over")
-                    out.append(t)
-                    continue
-                for u, pend in branch(t, t["p"]):
-                    if pend:
-                        lo, hi, dmax = u["plo"], u["phi"], u["pdmax"]
-                        self.clear_pending(u)
-                        u.say("C4:start-pending")
-                        out += [v for v, _ in self.start(u, lo, hi, True, dmax, known)]
-                    else:
-                        u.say("C4:release")
-                        self.write_G(u, 0, False, known)
-                        out.append(u)
-            return out
+            return self.hand_on(s, s["G"] == cg, "C4", known)
         for t, pend in branch(s, s["p"]):
             lo, hi, dmax = t["plo"], t["phi"], t["pdmax"]
             self.clear_pending(t)
@@ -1304,19 +1311,4 @@ class Rules:
         owns = s["G"] == s[L(i, top, "g")]
         if self.mutation == "no-identity-check":
             owns = s["G"] != 0
-        for t, ours in branch(s, owns):
-            if not ours:
-                t.say("F2:session-taken-over")
-                out.append(t)
-                continue
-            for u, pend in branch(t, t["p"]):
-                if pend:
-                    lo, hi, dmax = u["plo"], u["phi"], u["pdmax"]
-                    self.clear_pending(u)
-                    u.say("F2:hand-pending-to-new-owner")
-                    out += [v for v, _ in self.start(u, lo, hi, True, dmax, known)]
-                else:
-                    u.say("F2:release-own-guard")
-                    self.write_G(u, 0, False, known)
-                    out.append(u)
-        return out
+        return out + self.hand_on(s, owns, "F2", known)
