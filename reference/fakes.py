@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from sessionguard.model.vocabulary import (
     CLEANUP_CANCELLED,
@@ -147,9 +148,15 @@ class Ledger:
         return "+".join(f"m{self.ids[m]}" for m in msgs if m in self.ids) or "-"
 
 
-async def _hang() -> None:
-    """Wait forever: only a cancellation ends this (a wedged call)."""
-    await asyncio.get_running_loop().create_future()
+async def _hang(ledger: Ledger, task: asyncio.Task[Any] | None) -> None:
+    """Wait forever: only a cancellation ends this (a wedged call).  While it
+    waits, the ledger lists the task as hanging (the observation needs it)."""
+    assert task is not None
+    ledger.hanging.add(task)
+    try:
+        await asyncio.get_running_loop().create_future()
+    finally:
+        ledger.hanging.discard(task)
 
 
 class ScriptedRunner:
@@ -182,12 +189,7 @@ class ScriptedRunner:
                 normal = True
                 raise RunnerError(f"runner failed on {ledger.name(event)}")
             if fault == RUNNER_HANGS:
-                assert task is not None
-                ledger.hanging.add(task)
-                try:
-                    await _hang()
-                finally:
-                    ledger.hanging.discard(task)
+                await _hang(ledger, task)
             normal = True
             if event.direct:
                 return Reply(k, self._command(event), event.messages)
@@ -229,12 +231,7 @@ class ScriptedPlatform:
         if fault == SEND_RAISES:
             raise SendError(f"send failed: {reply.text}")
         if fault == SEND_HANGS:
-            assert task is not None
-            self.ledger.hanging.add(task)
-            try:
-                await _hang()
-            finally:
-                self.ledger.hanging.discard(task)
+            await _hang(self.ledger, task)
         self.ledger.sent.update(reply.answers)
         self.ledger.log.append(f"sent k{reply.key}: {reply.text}")
 
@@ -252,9 +249,4 @@ class ScriptedPlatform:
         if fault == CLEANUP_CANCELLED:
             raise asyncio.CancelledError("stop-typing hook was cancelled")
         if fault == CLEANUP_HANGS:
-            assert task is not None
-            self.ledger.hanging.add(task)
-            try:
-                await _hang()
-            finally:
-                self.ledger.hanging.discard(task)
+            await _hang(self.ledger, task)
