@@ -295,6 +295,8 @@ class ControlledLoop(asyncio.BaseEventLoop):
         self._labels: list[str] = []
         self._task_index: dict[asyncio.Task[Any], int] = {}
         self._task_list: list[asyncio.Task[Any]] = []
+        self._parents: dict[int, int | None] = {}  # task number -> number of the task that created it
+        self._running: _Entry | None = None  # the handle being run by the current step
         self._coro_names: list[str] = []
         self._task_labels: dict[int, str] = {}
         self._timer_counts: dict[str, int] = {}
@@ -344,6 +346,36 @@ class ControlledLoop(asyncio.BaseEventLoop):
     def tasks(self) -> list[asyncio.Task[Any]]:
         """Every task the loop has seen, in the order it first saw them."""
         return list(self._task_list)
+
+    def task_by_label(self, label: str) -> asyncio.Task[Any] | None:
+        """The task whose step a lane label names (``"T<n>:..."``); None for callbacks and timers."""
+        head, sep, _ = label.partition(":")
+        if not sep or not head.startswith("T") or not head[1:].isdigit():
+            return None
+        n = int(head[1:])
+        return self._task_list[n] if n < len(self._task_list) else None
+
+    def _callback_task(self) -> asyncio.Task[Any] | None:
+        """In a plain callback (a task's done-callback): the task it was called for."""
+        handle = self._running
+        for arg in getattr(handle, "_args", None) or ():
+            if isinstance(arg, asyncio.Task) and arg in self._task_index:
+                return arg
+        return None
+
+    def callbacks_pending(self) -> set[asyncio.Task[Any]]:
+        """Finished tasks whose done-callbacks are queued but have not run yet."""
+        out: set[asyncio.Task[Any]] = set()
+        for handle in self._ready:
+            for arg in getattr(handle, "_args", None) or ():
+                if isinstance(arg, asyncio.Task) and arg.done():
+                    out.add(arg)
+        return out
+
+    def parent_of(self, task: asyncio.Task[Any]) -> asyncio.Task[Any] | None:
+        """The task that was running when `task` was created (None: created outside any task)."""
+        parent = self._parents.get(self._register(task))
+        return None if parent is None else self._task_list[parent]
 
     def blocked_tasks(self) -> list[BlockedTask]:
         """The unfinished tasks, in creation order, with where each one waits."""
@@ -451,7 +483,9 @@ class ControlledLoop(asyncio.BaseEventLoop):
         # With an eager factory (3.12+) the task's first step has already run
         # inside the constructor, and the task may even be finished. Register
         # it now anyway, so that its per-loop number follows creation order.
-        self._register(task, coro)
+        parent = asyncio.current_task(self) or self._callback_task()
+        n = self._register(task, coro)
+        self._parents.setdefault(n, None if parent is None or parent is task else self._register(parent))
         return task
 
     def create_future(self) -> asyncio.Future[Any]:
@@ -505,7 +539,11 @@ class ControlledLoop(asyncio.BaseEventLoop):
             label = self._label(handle)
             self._choices.append(choice)
             self._labels.append(label)
-            handle._run()
+            self._running = handle
+            try:
+                handle._run()
+            finally:
+                self._running = None
             if self._observers and self.abandoned is None and self.violation is None:
                 self._observe(step, label)
         else:

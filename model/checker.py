@@ -168,6 +168,18 @@ def unsettled(design: Design, state: State, quiescent: bool) -> str | None:
     """None if the state is settled; otherwise what is still wrong in it."""
     if not quiescent:
         return "work is still in progress"
+    why = stranded_work(state)
+    if why is not None:
+        return why
+    if not state.stopped:
+        for k in range(len(state.sessions)):
+            if not session_open(design, state, k):
+                return f"session k{k} stays busy: every new message would be answered as busy"
+    return None
+
+
+def stranded_work(state: State) -> str | None:
+    """In a quiet state: a follow-up nothing will run, or a message that never reached a fate."""
     held_by_hung: set[int] = set()
     for t in state.tasks:
         if t.hung:
@@ -183,10 +195,6 @@ def unsettled(design: Design, state: State, quiescent: bool) -> str | None:
     for m, msg in enumerate(state.messages):
         if msg.fate is None and m not in held_by_hung:
             return f"m{m} ({msg.kind}) never reached a fate"
-    if not state.stopped:
-        for k in range(len(state.sessions)):
-            if not session_open(design, state, k):
-                return f"session k{k} stays busy: every new message would be answered as busy"
     return None
 
 
