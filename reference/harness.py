@@ -247,8 +247,25 @@ def encode_token(design: str, scenario: Scenario, schedule: Schedule) -> str:
         "py": schedule.python,
         "c": list(schedule.choices),
     }
+    return pack_token(data)
+
+
+def pack_token(data: dict[str, Any]) -> str:
+    """A JSON object as a compact, copy-pasteable token (zlib, URL-safe base64)."""
     raw = zlib.compress(json.dumps(data, separators=(",", ":")).encode(), 9)
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def unpack_token(token: str) -> dict[str, Any]:
+    """The JSON object of `pack_token`; ValueError when `token` is not one."""
+    padded = token.strip() + "=" * (-len(token.strip()) % 4)
+    try:
+        data = json.loads(zlib.decompress(base64.urlsafe_b64decode(padded)))
+    except Exception as exc:
+        raise ValueError(f"not a replay token ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a replay token (no object inside)")
+    return data
 
 
 def decode_token(token: str) -> tuple[str, Scenario, Schedule]:
@@ -256,12 +273,11 @@ def decode_token(token: str) -> tuple[str, Scenario, Schedule]:
     from sessionguard.loop import run
     from sessionguard.loop.errors import ScheduleVersionError
 
-    padded = token.strip() + "=" * (-len(token.strip()) % 4)
+    data = unpack_token(token)
     try:
-        data = json.loads(zlib.decompress(base64.urlsafe_b64decode(padded)))
         design, scenario_data, python, choices = data["d"], data["s"], data["py"], data["c"]
-    except Exception as exc:
-        raise ValueError(f"not a replay token ({exc.__class__.__name__})") from None
+    except KeyError as exc:
+        raise ValueError(f"not a replay token of explore (no {exc})") from None
     scenario = _scenario(scenario_data)
     Schedule((), python).check_version()  # refuse another Python minor version, with the reason
     result = run(scenario_run(design, scenario, check=False), choices_chooser([int(c) for c in choices]))

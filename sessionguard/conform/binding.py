@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import re
+import sys
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -330,6 +332,8 @@ def load_object(spec: str, *, what: str) -> Any:
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
         raise BindingError(f"{what} {spec!r} is not of the form module:attribute (e.g. mygateway.adapters:TelegramAdapter)")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` does: the project's own modules import
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # any import-time failure of the user's code

@@ -323,14 +323,15 @@ class Monitor:
                 me.held -= mine
             if not heir.named and heir.held:
                 heir.named = tuple(sorted(heir.held))
-        elif me is not None:
+        elif me is not None and not (isinstance(me, Tracked) and actor is not None and actor.done()):
             me.held |= from_pending
             if isinstance(me, Tracked) and not me.named and me.held:
                 me.named = tuple(sorted(me.held))
         elif self.world.stopped:
             for m in from_pending:
                 self.fates[m] = SHUT_DOWN  # shutdown cleared P[k]
-        # else: a callback or timer took it out of P[k]: nobody holds it now.
+        # else: a callback, a timer or a task in its last step took it out of
+        # P[k] and passed it to no one: nobody holds it now (dropped).
 
     def _settle_finished(self) -> None:
         """Messages whose last holder has ended: their fate, from how it ended."""

@@ -152,6 +152,7 @@ def conform_run(
     *,
     on_rig: Callable[[Rig], None] | None = None,
     probe: bool = True,
+    after_step: Callable[[], None] | None = None,
 ) -> Callable[[], Coroutine[Any, Any, ConformOutcome]]:
     """A coroutine factory: one fresh run of `scenario` against a new adapter per call."""
     sessions = scenario.sessions
@@ -186,6 +187,8 @@ def conform_run(
                 )
             world.sync()
             monitor(step, label)
+            if after_step is not None:
+                after_step()
 
         add_observer(observe)
         if on_rig is not None:
