@@ -37,6 +37,7 @@ TRAPPED = Claim(
     "no-trapped-session", 9, "state", lambda f: f, "no dead end: nothing can move, nothing hangs, and the session is not settled"
 )
 PROPERTY_NAMES: tuple[str, ...] = tuple(c.name for c in CLAIMS) + ("no-trapped-session",)
+_INITIAL = default_state()
 
 
 @dataclass
@@ -61,7 +62,11 @@ class Result:
             "depth": self.depth,
             "detail": self.detail,
             "known": self.known,
-            "trace": None if self.trace is None else {"steps": self.trace.steps},
+            "trace": None if self.trace is None else {
+                "steps": self.trace.steps,
+                # each state as the fields that differ from the initial state (for `explain`)
+                "states": [{k: v for k, v in s.items() if v != _INITIAL.get(k, False)} for s in self.trace.states],
+            },
         }
 
 

@@ -1,10 +1,14 @@
 """Explain a counterexample: a sequence diagram, a narrative and a table of state.
 
-A counterexample comes either from the checker (a design, a property and a
-bound) or from a saved report (`sessionguard check --format json`).  A saved
-trace is never trusted: it is replayed, step by step, through the current
-rules of the model, and the property is judged again at its end, so every
-picture this module draws is of a real path through the model.
+A counterexample comes from the checker (a design, a property and a bound), a
+saved report (`sessionguard check --format json`), or, through
+`explain_runs.py`, a z3 trace or a run of an adapter.  A saved trace is never
+trusted: it is replayed, step by step, through the current rules of the
+model, and the property is judged again at its end, so every picture this
+module draws is of a real path through the model.  A run of an adapter is
+given as what was observed after each loop step (`from_observed_run`); the
+model path it took is rebuilt from those observations, and each step keeps
+its loop step, its lane and whether the schedule left asyncio's order there.
 
 One diagram model (`diagram`) is drawn three ways: as Mermaid source for
 Markdown (code hosts render it), as a lane chart for a terminal, and as inline
@@ -21,9 +25,9 @@ import json
 import os
 import tempfile
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sessionguard.model import BY_NAME, DESIGNS, Bounds, CheckerConfig, Design, Property, check
 from sessionguard.model.checker import VIOLATED, has_hang, is_internal, recovery_start, unsettled
@@ -48,9 +52,28 @@ from sessionguard.model.vocabulary import (
     Trace,
 )
 
+if TYPE_CHECKING:
+    from sessionguard.reference.refinement import Finding
+
 
 class ExplainError(Exception):
     """The counterexample cannot be explained: bad input, told in one line."""
+
+
+@dataclass(frozen=True)
+class RunNote:
+    """Where one model step of an observed run happened in the running code."""
+
+    loop_step: int  # the controlled loop's step number
+    label: str  # the lane that ran: a task ("T3:process-k0") or a callback
+    choice: int = 0  # 0: asyncio's own FIFO order; n > 0: the schedule picked the n-th ready lane
+    unseen: int = 0  # loop steps since the previous model step that the model does not see
+    unseen_deviated: int = 0  # how many of those the schedule took out of FIFO order
+    last: int | None = None  # several model steps of one task summarised: the loop step of the last
+
+    @property
+    def deviated(self) -> bool:
+        return self.choice != 0
 
 
 @dataclass
@@ -64,10 +87,27 @@ class Explained:
     trace: Trace
     violating: int  # index into trace.steps of the step to highlight
     source: str = ""  # how to reproduce it
+    #: Where the counterexample comes from, in words, when it is not the checker at a
+    #: bound (an asyncio run, a z3 trace); empty: the checker.
+    origin: str = ""
+    #: For a run of the implementation: one note per step of `trace`.
+    notes: list[RunNote] | None = None
+    #: Other properties the same run violated, each "name: condition".
+    also: list[str] = field(default_factory=list)
+    #: Steps of the run that are not shown, in words (empty: nothing left out).
+    left_out: str = ""
 
     @property
     def liveness(self) -> bool:
         return isinstance(self.prop, Liveness)
+
+    @property
+    def scope(self) -> str:
+        """Where the counterexample lives: the checker's bound, or its origin."""
+        return f", found {self.origin}" if self.origin else f" at {bounds_args(self.bounds)}"
+
+    def note(self, i: int) -> RunNote | None:
+        return self.notes[i] if self.notes is not None and i < len(self.notes) else None
 
 
 # --- getting a counterexample ------------------------------------------------------------
@@ -122,8 +162,15 @@ def from_verdict(design: str, bounds: Bounds, v: Any) -> Explained:
     )
 
 
-def load_report(path: str) -> dict[str, Any]:
-    """A saved `sessionguard check --format json` report."""
+#: The kinds of file `--from` reads, for the error that names them.
+ACCEPTED = (
+    "give a 'sessionguard check --format json' or 'sessionguard prove --format json' report, "
+    "a replay file of 'sessionguard explore --save', or the output of 'sessionguard explore --format json'"
+)
+
+
+def read_json(path: str) -> Any:
+    """A saved file of any kind `--from` reads, parsed."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -131,12 +178,9 @@ def load_report(path: str) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ExplainError(f"{path}: cannot read it ({exc.__class__.__name__})") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ExplainError(f"{path}: not JSON (line {exc.lineno}: {exc.msg}); give the output of 'sessionguard check --format json'") from None
-    if not isinstance(data, dict) or not isinstance(data.get("reports"), list):
-        raise ExplainError(f"{path}: no 'reports' list; give the output of 'sessionguard check --format json'")
-    return data
+        raise ExplainError(f"{path}: not JSON (line {exc.lineno}: {exc.msg}); {ACCEPTED}") from None
 
 
 def _bounds_from(path: str, raw: Any) -> Bounds:
@@ -154,13 +198,15 @@ def _bounds_from(path: str, raw: Any) -> Bounds:
         raise ExplainError(f"{path}: bad 'bounds' in a report ({exc})") from None
 
 
-def from_file(path: str, *, design: str | None = None, prop: str | None = None) -> Explained:
-    """Explain a counterexample of a saved report, replayed through the current model."""
-    return from_data(load_report(path), path, design=design, prop=prop)
+def from_file(path: str, *, design: str | None = None, prop: str | None = None, scenario: str | None = None) -> Explained:
+    """Explain the counterexample of a saved file of any kind `--from` reads (see `explain_runs.load`)."""
+    from sessionguard.explain_runs import load
+
+    return load(path, design=design, prop=prop, scenario=scenario)
 
 
 def from_data(data: dict[str, Any], path: str, *, design: str | None = None, prop: str | None = None) -> Explained:
-    """Like `from_file`, for a report already loaded (`path` only names it in errors)."""
+    """Explain a counterexample of a loaded `check --format json` report (`path` only names it in errors)."""
     if prop is not None and prop not in BY_NAME:
         raise ExplainError(f"unknown property {prop!r}: use one of {', '.join(BY_NAME)}")
     found: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
@@ -295,9 +341,301 @@ def violating_step(design: Design, bounds: Bounds, prop: Property, trace: Trace)
     return last
 
 
+# --- a run of the implementation, as observed -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObservedStep:
+    """One loop step of a run of an adapter, as observed (the input of `from_observed_run`)."""
+
+    loop_step: int
+    label: str
+    #: The adapter after the step, written as a model state in the projected form of
+    #: `sessionguard.reference.refinement.observe` (guards by identity, owners, pending
+    #: slots, the runner's record, where each task and handler waits, message fates).
+    observed: State
+    choice: int = 0
+    #: The model transitions refinement matched for this step (as `Refinement.trace`
+    #: writes them); optional: when several model steps fit, one of these is preferred.
+    rules: tuple[str, ...] = ()
+
+
+def from_observed_run(
+    design: str,
+    bounds: Bounds,
+    steps: list[ObservedStep],
+    finding: Finding,
+    *,
+    source: str = "",
+    origin: str = "",
+    also: list[str] | None = None,
+) -> Explained:
+    """Explain a property violation of a running adapter from what was observed at each step.
+
+    What a run must provide (an asyncio exploration, a conformance run against
+    another adapter, anything that can observe the adapter after each step):
+
+    * `design` and `bounds`: the model design the run is checked against and the
+      bounds that cover its inputs (a scenario's `bounds()`);
+    * `steps`: every loop step in order, each an `ObservedStep` with the loop step
+      number, the label of what ran, the observed state after it, the schedule's
+      choice there (0 when it followed asyncio's FIFO order) and, optionally, the
+      rules refinement matched.  A step whose observation equals the previous one
+      is a step the model does not see: it is collapsed into the next model step;
+    * `finding`: the property violated, at which loop step, and the condition that
+      failed (a `Finding` of `Refinement.findings`; for a liveness finding at the
+      end of the run, a step number past the last step).
+
+    The model path is rebuilt here: from the design's initial state, each observed
+    change must be a model transition, as refinement checks it (past the run's
+    input, where a call hangs, the user's recovery /stop is allowed, as in the
+    model's liveness check).  The path is cut at the finding's step, summarised
+    (`summarise`, and a start after which everything was over is told in one
+    line) and drawn by the same renderers as a checker counterexample, each step
+    noted with its loop step and whether the schedule deviated from FIFO there.
+    """
+    from sessionguard.model.properties import hung_sessions
+    from sessionguard.reference.refinement import model_index
+
+    if design not in DESIGNS:
+        raise ExplainError(f"unknown design {design!r}: use one of {', '.join(DESIGNS)}")
+    if finding.prop not in BY_NAME:
+        raise ExplainError(f"unknown property {finding.prop!r} in the run: use one of {', '.join(BY_NAME)}")
+    d = DESIGNS[design]
+    prop = BY_NAME[finding.prop]
+    index = model_index(d, bounds)
+    start = d.initial(bounds)
+    # Each layer: the model states consistent with everything observed so far, each
+    # with one way it was reached (the state before the step, and the step).
+    layer: dict[State, Any] = {start: None}
+    layers = [layer]
+    notes: list[RunNote] = []
+    last = index.view(start)
+    unseen = unseen_deviated = 0
+    for st in steps:
+        if st.loop_step > finding.step:
+            break
+        if st.observed == last:
+            unseen += 1
+            unseen_deviated += st.choice != 0
+            continue
+        new = _follow(index, layer, st)
+        if not new:  # past the scenario's input, where a call hangs: the user's recovery /stop (SPEC 9, 10)
+            recovered = {}
+            for s in layer:
+                hung = len(hung_sessions(s, d.bounded_awaits))
+                if hung:
+                    recovered[s] = s._replace(extra=s.extra + hung)
+            new = _follow(index, layer, st, recovered)
+        if not new:
+            raise ExplainError(
+                f"loop step {st.loop_step} ({st.label}) is not a step of the model of {design}; "
+                "replay the run with 'sessionguard replay' to see the refinement mismatch"
+            )
+        layers.append(new)
+        layer = new
+        notes.append(RunNote(st.loop_step, st.label, st.choice, unseen, unseen_deviated))
+        unseen = unseen_deviated = 0
+        last = st.observed
+    if not notes:
+        raise ExplainError(f"the run has no model step up to loop step {finding.step}, where {finding.prop} fails")
+    trace = _path_back(layers, prop)
+    trace, notes, elsewhere = _focus(d, bounds, prop, trace, notes, finding.why)
+    trace, notes = summarise(trace, notes)
+    trace, notes, earlier = _skip_settled_start(trace, notes)
+    return Explained(
+        design,
+        bounds,
+        prop,
+        finding.why,
+        trace,
+        violating_step(d, bounds, prop, trace),
+        source=source,
+        origin=origin,
+        notes=notes,
+        also=list(also or []),
+        left_out="; ".join(x for x in (earlier, elsewhere) if x),
+    )
+
+
+def _session_of(trace: Trace, i: int) -> int | None:
+    """The session step `i` acts in (None: every session, as a shutdown does)."""
+    step, before, after = trace.steps[i], trace.states[i], trace.states[i + 1]
+    if step.actor == "platform" and step.message is not None:
+        return after.messages[step.message].session
+    actor = step.actor
+    if step.actor == "environment" and step.rule == "cancel-task":
+        actor = step.detail.split()[0]
+    if actor.startswith("T") and actor[1:].isdigit():
+        return next((t.session for t in before.tasks if t.tid == int(actor[1:])), None)
+    if actor.startswith("H") and actor[1:].isdigit():
+        return before.messages[int(actor[1:])].session
+    return None
+
+
+def _focus(
+    design: Design, bounds: Bounds, prop: Property, trace: Trace, notes: list[RunNote], condition: str
+) -> tuple[Trace, list[RunNote], str]:
+    """With several sessions, leave out what the tasks and handlers of the other sessions did.
+
+    Sessions share nothing but shutdown, so those steps commute with the failing
+    session's.  The shorter path is not assumed to be one: it is replayed through
+    the model (every message still arrives where it did, so no name changes) and
+    the property judged again at its end; if either fails, the run is told whole.
+    """
+    if len(trace.states[0].sessions) < 2 or not trace.steps:
+        return trace, notes, ""
+    k = _session_of(trace, len(trace.steps) - 1)
+    if k is None:
+        return trace, notes, ""
+    keep = [
+        i for i in range(len(trace.steps))
+        if trace.steps[i].actor == "platform" or _session_of(trace, i) in (k, None)
+    ]
+    if len(keep) == len(trace.steps):
+        return trace, notes, ""
+    state = trace.states[0]
+    short = Trace(states=[state], steps=[])
+    for i in keep:
+        want = _key(trace.states[i], trace.steps[i], trace.states[i + 1])
+        start = state._replace(extra=trace.states[i].extra)  # the recovery /stops allowed there
+        match = next(((st, t) for st, t in design.successors(start, bounds) if _key(start, st, t) == want), None)
+        if match is None:
+            return trace, notes, ""
+        short.states[-1] = start
+        short.steps.append(match[0])
+        short.states.append(match[1])
+        state = match[1]
+    try:
+        judge(design, bounds, prop, short, stored=condition, where="the run")
+    except ExplainError:
+        return trace, notes, ""
+    left = len(trace.steps) - len(keep)
+    told = f"{left} steps of the tasks and handlers of sessions other than k{k} (sessions share nothing but shutdown)"
+    return short, [notes[i] for i in keep], told
+
+
+def _settled_idle(state: State) -> bool:
+    """Nothing in flight, every record empty, every message so far ended exactly once."""
+    return (
+        not state.tasks
+        and not state.handlers
+        and not state.stopped
+        and all(s.guard is None and s.owner is None and s.pending is None and s.runner is None for s in state.sessions)
+        and all(m.fate is not None and m.runs <= 1 for m in state.messages)
+    )
+
+
+def _skip_settled_start(trace: Trace, notes: list[RunNote]) -> tuple[Trace, list[RunNote], str]:
+    """Leave out a start of the run after which everything was over and the sessions idle.
+
+    What came before such a point cannot matter to what goes wrong after it (no
+    record, task or unfinished message carries over), so it is told in one line.
+    """
+    cut = max((i for i in range(1, len(trace.states) - 1) if _settled_idle(trace.states[i])), default=0)
+    if cut == 0:
+        return trace, notes, ""
+    state = trace.states[cut]
+    told = ", ".join(f"m{m} {msg.kind} {msg.fate}" for m, msg in enumerate(state.messages))
+    earlier = (
+        f"the first {cut} model steps (loop steps {notes[0].loop_step} to "
+        f"{notes[cut - 1].last or notes[cut - 1].loop_step}), after which nothing was in flight ({told})"
+    )
+    return Trace(states=trace.states[cut:], steps=trace.steps[cut:]), notes[cut:], earlier
+
+
+def summarise(trace: Trace, notes: list[RunNote]) -> tuple[Trace, list[RunNote]]:
+    """Join consecutive steps of one task or handler into one step, to keep a run on one screen.
+
+    A step joins the one before it when the same actor takes both, neither is a
+    fault nor a deviation from FIFO, and at most one of the two changed any of
+    G, O, P, R: so each record change still has its own row, and every point
+    where control changed hands (an await the diagram marks) is kept.  The joined
+    step's rule chains the rules (`a, then b`), as the model's own steps do.
+    """
+    states, steps = [trace.states[0]], list[Step]()
+    out: list[RunNote] = []
+    for i, step in enumerate(trace.steps):
+        before, after = trace.states[i], trace.states[i + 1]
+        note = notes[i]
+        if steps:
+            prev, prev_before, prev_note = steps[-1], states[-2], out[-1]
+            same = actor_name(prev_before, prev.actor) == actor_name(before, step.actor)
+            quiet = not (_records_changed(prev_before, before) and _records_changed(before, after))
+            plain = not (prev.fault or step.fault or prev_note.deviated or note.deviated)
+            if same and quiet and plain and step.actor not in ("platform", "environment"):
+                steps[-1] = Step(prev.actor, f"{prev.rule}, then {step.rule}", prev.detail, None, prev.message,
+                                 prev.effects + step.effects)
+                states[-1] = after
+                out[-1] = replace(
+                    prev_note,
+                    unseen=prev_note.unseen + note.unseen,
+                    unseen_deviated=prev_note.unseen_deviated + note.unseen_deviated,
+                    last=note.loop_step,
+                )
+                continue
+        steps.append(step)
+        states.append(after)
+        out.append(note)
+    return Trace(states=states, steps=steps), out
+
+
+def _follow(
+    index: Any, layer: dict[State, Any], st: ObservedStep, recovered: dict[State, State] | None = None
+) -> dict[State, tuple[State, State, Step]]:
+    """The successors of a layer whose observable part is `st.observed`."""
+    new: dict[State, tuple[State, State, Step]] = {}
+    for s in layer:
+        before = s if recovered is None else recovered.get(s)
+        if before is None:
+            continue
+        for step, t, view in index.successors(before):
+            if view != st.observed:
+                continue
+            if t not in new or (_said(step) in st.rules and _said(new[t][2]) not in st.rules):
+                new[t] = (s, before, step)
+    return new
+
+
+def _said(step: Step) -> str:
+    """A model step as `Refinement.trace` writes it."""
+    return f"{step}" + (f" [fault: {step.fault}]" if step.fault else "")
+
+
+def _path_back(layers: list[dict[State, Any]], prop: Property) -> Trace:
+    """One model path through the layers, ending where the property fails if one does."""
+
+    def fails(t: State) -> bool:
+        if isinstance(prop, Invariant):
+            return prop.check(t) is not None
+        if isinstance(prop, StepInvariant):
+            _, before, step = layers[-1][t]
+            return prop.check(before, step, t) is not None
+        return True
+
+    ends = list(layers[-1])
+    return path_to(layers, next((t for t in ends if fails(t)), ends[0]))
+
+
+def path_to(layers: list[dict[State, Any]], end: State) -> Trace:
+    """The model path to `end` through layers of states, each state of a layer mapped to
+    how it was reached: (its parent in the layer before, the state the step left from, the step).
+    The state a step left from differs from the parent only by recovery /stops allowed."""
+    states, taken = [end], []
+    state = end
+    for layer in reversed(layers[1:]):
+        parent, before, step = layer[state]
+        states.append(before)
+        taken.append(step)
+        state = parent
+    return Trace(states=states[::-1], steps=taken[::-1])
+
+
 # --- the diagram model ---------------------------------------------------------------------
 
 PLATFORM, ENV, ADAPTER, RUNNER_P = "platform", "environment", "adapter", "runner"
+#: Marks a step of a run where the schedule picked another ready lane than asyncio would.
+NOT_FIFO = "⤳ not FIFO"
 
 CALLS_RUNNER = {RUNNER, B_RUNNER, C_RUNNER}
 SENDS = {SEND_REPLY, SEND_ERROR, B_SEND, C_SEND}
@@ -452,6 +790,9 @@ def diagram(ex: Explained) -> Diagram:
         for t in after.tasks:  # tasks take their place when they are created
             if task_name(after, t.tid) not in old_names:
                 d.add(*_who(after, f"T{t.tid}"))
+        note = ex.note(i)
+        if note is not None and note.deviated:
+            rows = [replace(r, label=f"{r.label} {NOT_FIFO}") if r.kind == "arrow" else r for r in rows]
         body.append(rows)
     # Await points where control changed hands: the one that ran is now suspended.
     for i, rows in enumerate(body):
@@ -611,10 +952,29 @@ def narrative(ex: Explained) -> list[str]:
             words = gloss(ex.trace.steps[step].rule)
             if words:
                 line += f"  ({words})"
+            where = run_note(ex, step)
+            if where:
+                line += f"  [{where}]"
         out.append(line)
     if step == ex.violating:
         out.extend(mark)
     return out
+
+
+def run_note(ex: Explained, i: int) -> str:
+    """Where step `i` of a run happened: its loop step, the lane, and a deviation from FIFO."""
+    note = ex.note(i)
+    if note is None:
+        return ""
+    span = f"loop steps {note.loop_step} to {note.last}" if note.last is not None else f"loop step {note.loop_step}"
+    text = f"{span}: {note.label}"
+    if note.unseen:
+        text += f", after {note.unseen} unseen"
+        if note.unseen_deviated:
+            text += f" ({note.unseen_deviated} of them not FIFO)"
+    if note.deviated:
+        text += f"; {NOT_FIFO} (choice {note.choice})"
+    return text
 
 
 def table(ex: Explained) -> tuple[list[str], list[list[str]]]:
@@ -623,11 +983,12 @@ def table(ex: Explained) -> tuple[list[str], list[list[str]]]:
     keys = list(session_view(states[0], 0)) if len(states[0].sessions) == 1 else [
         key for k in range(len(states[0].sessions)) for key in session_view(states[0], k)
     ]
-    cols = ["step", "who", *keys]
+    loop = ex.notes is not None
+    cols = ["step", *(["loop"] if loop else []), "who", *keys]
     first = {}
     for k in range(len(states[0].sessions)):
         first.update(session_view(states[0], k))
-    rows = [["0", "(start)", *[first[key] for key in keys]]]
+    rows = [["0", *([""] if loop else []), "(start)", *[first[key] for key in keys]]]
     for i, step in enumerate(ex.trace.steps):
         before, after = states[i], states[i + 1]
         b: dict[str, str] = {}
@@ -641,7 +1002,9 @@ def table(ex: Explained) -> tuple[list[str], list[list[str]]]:
         if step.fault:
             who += f" [{step.fault}]"
         mark = "⚠ " if i == ex.violating else ""
-        rows.append([f"{mark}{i + 1}", who, *[a[key] if a[key] != b[key] else "" for key in keys]])
+        note = ex.note(i)
+        at = [] if not loop else [""] if note is None else [f"{note.loop_step}" + (" ⤳" if note.deviated else "")]
+        rows.append([f"{mark}{i + 1}", *at, who, *[a[key] if a[key] != b[key] else "" for key in keys]])
     return cols, rows
 
 
@@ -662,11 +1025,39 @@ def state_snapshot(state: State) -> dict[str, str]:
 
 def header(ex: Explained) -> list[str]:
     p = ex.prop
-    return [
+    lines = [
         f"{ex.design}: property {p.number}, {p.title} ({p.name}), fails in {len(ex.trace)} steps",
-        f"bound: {bounds_args(ex.bounds)}",
+        f"found {ex.origin}" if ex.origin else f"bound: {bounds_args(ex.bounds)}",
         f"condition that failed: {ex.condition}",
     ]
+    return lines + run_summary(ex)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def run_summary(ex: Explained) -> list[str]:
+    """For a run: what was left out, what the marks mean, what else the run broke."""
+    if ex.notes is None:
+        return []
+    unseen = sum(n.unseen for n in ex.notes)
+    deviated = sum(n.deviated for n in ex.notes)
+    first, last = ex.notes[0], ex.notes[-1]
+    text = f"run: {_count(len(ex.notes), 'model step')} in loop steps {first.loop_step - first.unseen} to {last.last or last.loop_step}"
+    hidden = sum(n.unseen_deviated for n in ex.notes)
+    text += f" ({_count(unseen, 'loop step')} the model does not see, left out"
+    text += f", {hidden} of them out of FIFO order); " if hidden else "); "
+    if deviated:
+        text += f"{_count(deviated, 'step')} marked {NOT_FIFO}, where the schedule picked another ready lane than asyncio would"
+    else:
+        text += "no step shown deviates from asyncio's own FIFO order"
+    lines = [text]
+    if ex.left_out:
+        lines.append(f"left out: {ex.left_out}")
+    if ex.also:
+        lines.append("the run also violates: " + "; ".join(ex.also))
+    return lines
 
 
 def _md_cell(text: str) -> str:
@@ -679,8 +1070,10 @@ def render_markdown(ex: Explained, *, level: int = 2, title: str | None = None, 
     lines = [f"{h} {title or f'{ex.design}: {p.number}. {p.title} (`{p.name}`)'}", ""]
     if story:
         lines += [story.strip(), ""]
-    lines.append(f"Property {p.number}, `{p.name}`, fails in {len(ex.trace)} steps at `{bounds_args(ex.bounds)}`; "
+    scope = ex.scope if ex.origin else f" at `{bounds_args(ex.bounds)}`"
+    lines.append(f"Property {p.number}, `{p.name}`, fails in {len(ex.trace)} steps{scope}; "
                  f"the highlighted step is {ex.violating + 1}.  Reproduce: `{ex.source}`")
+    lines += [f"\n{x}" for x in run_summary(ex)]
     lines += ["", f"**Condition that failed:** {ex.condition}", "", "```mermaid", mermaid(ex), "```", ""]
     lines += ["```", *narrative(ex), "```", ""]
     cols, rows = table(ex)

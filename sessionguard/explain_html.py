@@ -20,6 +20,8 @@ from sessionguard.explain import (
     bounds_args,
     diagram,
     gloss,
+    run_note,
+    run_summary,
     state_snapshot,
     table,
     violation_text,
@@ -143,7 +145,7 @@ tr.current td{background:#dbe8ff}tr.bad td:first-child{color:#c62828;font-weight
 #narrative li.bad{border-left:3px solid #c62828}
 #narrative ul{margin:.1em 0 .3em;color:#444}
 .violated{color:#8e0000;font-weight:600}
-.gloss{color:#555}
+.gloss{color:#555}.loop{color:#4a6fa5;font-size:.92em}
 """
 
 SCRIPT = """
@@ -205,14 +207,16 @@ def render_html(ex: Explained) -> str:
     title = f"{ex.design}: {p.number}. {p.title} ({p.name})"
     states = [state_snapshot(s) for s in ex.trace.states]
     cols, rows = table(ex)
+    scope = escape(ex.scope) if ex.origin else f" at <code>{escape(bounds_args(ex.bounds))}</code>"
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
-        f'<p class="meta">Fails in {len(ex.trace)} steps at <code>{escape(bounds_args(ex.bounds))}</code>. '
+        f'<p class="meta">Fails in {len(ex.trace)} steps{scope}. '
         f"Reproduce: <code>{escape(ex.source)}</code></p>",
+        *(f'<p class="meta">{escape(x)}</p>' for x in run_summary(ex)),
         f'<p class="cond"><strong>Condition that failed:</strong> {escape(ex.condition)}</p>',
         f"<details><summary>What property {p.number} says</summary><p>{escape(' '.join(p.doc.split()))}</p></details>",
         '<div class="controls"><button id="first" type="button">|◀ start</button>'
@@ -232,6 +236,9 @@ def render_html(ex: Explained) -> str:
         extra = f'<div class="violated">{escape(violation_text(ex))}</div>' if i == ex.violating else ""
         words = gloss(ex.trace.steps[i].rule)
         plain = f' <span class="gloss">({escape(words)})</span>' if words else ""
+        where = run_note(ex, i)
+        if where:
+            plain += f' <span class="loop">[{escape(where)}]</span>'
         parts.append(f'<li data-step="{i}"{bad}>{escape(str(entry["text"]))}{plain}<ul>{changed}</ul>{extra}</li>')
     parts.append("</ol><h2>What each step changed</h2><table id=\"changes\"><tr>")
     parts.append("".join(f"<th>{escape(c)}</th>" for c in cols) + "</tr>")

@@ -177,11 +177,11 @@ def test_bad_input_is_one_line_and_exit_2(saved: Path, tmp_path: Path, capsys: p
     bad.write_text("{not json")
     assert "not JSON" in _error(["explain", "--from", str(bad), "-o", str(out)], capsys)
     bad.write_text("[1, 2]")
-    assert "no 'reports' list" in _error(["explain", "--from", str(bad)], capsys)
+    assert "not a file explain reads" in _error(["explain", "--from", str(bad)], capsys)
     assert "invalid choice" in _error(["explain", "--from", str(saved), "--property", "no-such"], capsys)
     assert "no counterexample for order" in _error(["explain", "--from", str(saved), "--property", "order"], capsys)
     assert "name a counterexample" in _error(["explain", "--design", "seed"], capsys)
-    assert "takes the bound from the file" in _error(["explain", "--from", str(saved), "--messages", "2"], capsys)
+    assert "takes the bound from its counterexample" in _error(["explain", "--from", str(saved), "--messages", "2"], capsys)
     # A trace the current model does not allow.
     data = json.loads(saved.read_text())
     data["reports"][0]["verdicts"][0]["trace"][2]["rule"] = "H:start"

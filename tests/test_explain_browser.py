@@ -116,11 +116,29 @@ class Browser:
         os.close(self._from_chrome)
 
 
-@pytest.fixture(scope="module", params=["seed-no-orphan-guard", "prefix-wedged"])
+RUNS = {
+    "run:prefix-trap": ("prefix", "cancelled-task", "no-orphan-guard", True),
+    "run:seed-handoff-not-fifo": ("seed", "stop-midrun", "handoff", False),
+}
+
+
+@pytest.fixture(scope="module", params=["seed-no-orphan-guard", "prefix-wedged", *RUNS])
 def report(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, int]:
-    """A safety finding (fails at its last step) and a liveness one (fails earlier)."""
-    data = json.loads((Path(tutorial.__file__).resolve().parents[1] / "docs" / tutorial.DATA).read_text())
-    ex = tutorial.explained(data)[request.param]
+    """A safety finding (fails at its last step), a liveness one (fails earlier), and two
+    runs of the asyncio adapter found by a seeded exploration: prefix's #11016 trap, and a
+    seed finding under a schedule that leaves asyncio's order (as found, not shrunk)."""
+    if request.param in RUNS:
+        from test_explain_runs import found
+
+        from sessionguard.explain_runs import from_schedule
+        from sessionguard.reference.scenarios import SCENARIOS
+
+        design, scenario, prop, shrunk = RUNS[request.param]
+        schedule = found(design, scenario, prop, shrunk=shrunk)
+        ex = from_schedule(design, SCENARIOS[scenario], schedule, prop=prop, source="")
+    else:
+        data = json.loads((Path(tutorial.__file__).resolve().parents[1] / "docs" / tutorial.DATA).read_text())
+        ex = tutorial.explained(data)[request.param]
     path = tmp_path_factory.mktemp("html") / "report.html"
     path.write_text(render_html(ex), encoding="utf-8")
     return path, len(ex.trace), ex.violating

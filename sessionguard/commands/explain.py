@@ -18,14 +18,21 @@ def add_parser(sub: Any) -> None:
         "explain",
         help="explain a counterexample: sequence diagram, narrative, state table",
         description=(
-            "Explain one counterexample, found by the checker (--design and --property) or "
-            "read from a saved 'sessionguard check --format json' report (--from FILE). "
-            "A saved trace is replayed through the current model before it is drawn."
+            "Explain one counterexample: found by the checker (--design and --property), by z3 "
+            "(--prove --design D --property P), a run of the asyncio adapter found by explore "
+            "(--token T), or read from a file (--from FILE: a 'check --format json' or "
+            "'prove --format json' report, a replay file of 'explore --save', or the output of "
+            "'explore --format json').  A saved trace is replayed through the current model, "
+            "and a run under the controlled loop, before it is drawn."
         ),
     )
     p.add_argument("--design", choices=list(DESIGNS), help="the design (with --from: which report of the file)")
     p.add_argument("--property", choices=list(BY_NAME), help="the property whose counterexample to explain")
-    p.add_argument("--from", dest="source", metavar="FILE", help="a saved 'sessionguard check --format json' report")
+    p.add_argument("--from", dest="source", metavar="FILE", help="a saved check or prove report, explore replay file or explore output")
+    p.add_argument("--token", default=None, help="a replay token printed by 'sessionguard explore'")
+    p.add_argument("--scenario", default=None, help="with --from an explore output: which scenario's failure")
+    p.add_argument("--prove", action="store_true", help="explain z3's counterexample (sessionguard prove) for --design and --property")
+    p.add_argument("--depth", type=bounded_int("depth", 1, 40), default=None, help="with --prove: deepest search, in steps (default 10)")
     p.add_argument("--messages", type=bounded_int("messages", 1, 8), default=None, help="bound (default: the finding's bound, else 3)")
     p.add_argument("--faults", type=bounded_int("faults", 0, 4), default=None, help="bound (default: the finding's bound, else 1)")
     p.add_argument("--sessions", type=bounded_int("sessions", 1, 4), default=None, help="bound (default 1)")
@@ -37,17 +44,35 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sessionguard.explain import ExplainError, from_checker, from_file, render, write_atomic
+    from sessionguard.explain_runs import from_prove, from_token
 
     try:
-        if args.source is not None:
-            bound_opts = [args.messages, args.faults, args.sessions, args.kinds, args.fault_kinds]
-            if any(x is not None for x in bound_opts):
-                raise UsageError("explain: --from takes the bound from the file; drop --messages, --faults, --sessions, --kinds, --fault-kinds")
-            ex = from_file(args.source, design=args.design, prop=args.property)
+        chosen = [name for name, on in (("--from", args.source is not None), ("--token", args.token is not None), ("--prove", args.prove)) if on]
+        if len(chosen) > 1:
+            raise UsageError(f"explain: {' and '.join(chosen)} name different counterexamples: give one of them")
+        bound_opts = [args.messages, args.faults, args.sessions, args.kinds, args.fault_kinds]
+        if chosen and any(x is not None for x in bound_opts):
+            raise UsageError(f"explain: {chosen[0]} takes the bound from its counterexample; drop --messages, --faults, --sessions, --kinds, --fault-kinds")
+        if args.scenario is not None and args.source is None:
+            raise UsageError("explain: --scenario chooses a scenario of an explore output: use it with --from FILE")
+        if args.depth is not None and not args.prove:
+            raise UsageError("explain: --depth is the depth of z3's search: use it with --prove")
+        if args.token is not None:
+            if args.design is not None:
+                raise UsageError("explain: a token names its design; drop --design")
+            ex = from_token(args.token, prop=args.property)
+        elif args.source is not None:
+            ex = from_file(args.source, design=args.design, prop=args.property, scenario=args.scenario)
         else:
             if args.design is None or args.property is None:
-                raise UsageError("explain: name a counterexample: --design D --property P, or --from FILE (see 'sessionguard explain --help')")
-            ex = from_checker(args.design, args.property, _bounds(args))
+                raise UsageError(
+                    "explain: name a counterexample: --design D --property P (add --prove for z3's), "
+                    "--token T, or --from FILE (see 'sessionguard explain --help')"
+                )
+            if args.prove:
+                ex = from_prove(args.design, args.property, depth=args.depth or 10)
+            else:
+                ex = from_checker(args.design, args.property, _bounds(args))
         text = render(ex, args.format)
         if args.output:
             write_atomic(args.output, text)
