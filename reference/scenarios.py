@@ -169,6 +169,8 @@ SCENARIOS: dict[str, Scenario] = {
         _s("stop-error", "/stop while a message runs, and the runner fails on the /stop; then a message",
            (Send(TEXT), Send(STOP), Fault(RUNNER_RAISES)), (Send(TEXT),)),
         _s("runner-error", "the runner raises while a follow-up arrives", (Send(TEXT), Fault(RUNNER_RAISES), Send(TEXT))),
+        _s("followup-error", "the runner fails on a follow-up while two more arrive",
+           (Send(TEXT), Send(TEXT), Fault(RUNNER_RAISES), Send(TEXT), Send(TEXT))),
         _s("send-failure", "a send raises while a follow-up arrives", (Send(TEXT), Fault(SEND_RAISES), Send(TEXT))),
         _s("send-hangs", "a send never returns; then /stop, then a message",
            (Send(TEXT), Fault(SEND_HANGS)), (Send(STOP),), (Send(TEXT),)),

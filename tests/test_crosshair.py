@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-CROSSHAIR = shutil.which("crosshair") or str(Path(sys.executable).parent / "crosshair")
+# The crosshair of the interpreter running the tests (it imports this checkout), else the one on PATH.
+_OWN = Path(sys.executable).parent / "crosshair"
+CROSSHAIR = str(_OWN) if _OWN.exists() else (shutil.which("crosshair") or str(_OWN))
 SETTINGS = ["--analysis_kind=PEP316", "--per_condition_timeout=8", "--max_uninteresting_iterations=50"]
 
 pytestmark = pytest.mark.skipif(not Path(CROSSHAIR).exists(), reason="crosshair-tool is not installed")

@@ -95,6 +95,7 @@ class Delivery:
     started: bool = False
     known: list[int] = field(default_factory=list)  # guard tokens: the one it found, the ones it installed
     held: set[int] = field(default_factory=set)
+    took_over: bool = False  # it installed a guard of its own (a handoff, as seed's C1)
 
 
 @dataclass
@@ -170,6 +171,19 @@ class Monitor:
 
     def delivery(self, task: asyncio.Task[Any], mid: int, key: int, kind: str) -> None:
         self.deliveries[task] = Delivery(mid, key, kind, held={mid})
+
+    def during(self, key: int) -> tuple[int, ...]:
+        """The /stop, /new and /reset of session `key` whose handoff is under way: a
+        message arriving now must not reach the runner before they complete (SPEC 7).
+
+        As in the model, a command is in flight for the handoff once it has
+        taken the session over with a guard of its own; an adapter with no
+        handoff (prefix's bypass) makes no such promise."""
+        return tuple(
+            d.mid
+            for t, d in self.deliveries.items()
+            if not t.done() and d.key == key and d.kind in RESET_LIKE and d.took_over
+        )
 
     def harness_task(self, task: asyncio.Task[Any]) -> None:
         self.harness.add(task)
@@ -290,6 +304,8 @@ class Monitor:
             who = self.tracked.get(actor)
         if who is not None and guard not in who.known:
             who.known.append(guard)
+            if isinstance(who, Delivery):
+                who.took_over = True
 
     def _holder(self, task: asyncio.Task[Any] | None) -> Delivery | Tracked | None:
         if task is None:

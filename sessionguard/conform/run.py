@@ -29,7 +29,7 @@ from typing import Any
 from sessionguard.loop import RunResult
 from sessionguard.loop.controlled import add_observer
 from sessionguard.model.checker import stranded_work
-from sessionguard.model.vocabulary import BYPASS, RESET_LIKE, SHUTDOWN, STOP, TASK_CANCELLED, TEXT
+from sessionguard.model.vocabulary import BYPASS, SHUTDOWN, STOP, TASK_CANCELLED, TEXT
 from sessionguard.reference.fakes import Event, FaultPlan, Ledger, Reply, ScriptedPlatform, ScriptedRunner
 from sessionguard.reference.fakes import Message as Inbox
 from sessionguard.reference.harness import QUIET
@@ -163,7 +163,6 @@ def conform_run(
         world = ConformWorld()
         threads_before = threading.active_count()
         adapter = binding.build(target, world)
-        in_flight: dict[asyncio.Task[Any], tuple[int, str, int]] = {}
 
         def read(k: int) -> tuple[object | None, object | None, tuple[int, ...] | None]:
             view = binding.view(adapter, k)
@@ -199,12 +198,7 @@ def conform_run(
                 return  # the gateway is down: nothing is accepted any more
             task = asyncio.current_task()
             assert task is not None
-            during = [
-                mid for t, (mid, kind, key) in in_flight.items()
-                if not t.done() and kind in RESET_LIKE and key == inbound.key
-            ]
-            mid = world.accept(inbound, during)
-            in_flight[task] = (mid, inbound.kind, inbound.key)
+            mid = world.accept(inbound, monitor.during(inbound.key))
             monitor.delivery(task, mid, inbound.key, inbound.kind)
             try:
                 await binding.deliver(adapter, inbound)
