@@ -420,3 +420,5 @@ PROPERTIES: tuple[Property, ...] = (
     DEAD_LOCK_HEALS,
 )
 BY_NAME = {p.name: p for p in PROPERTIES}
+INVARIANTS = tuple(p for p in PROPERTIES if isinstance(p, Invariant))
+STEP_INVARIANTS = tuple(p for p in PROPERTIES if isinstance(p, StepInvariant))

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from sessionguard.model import Bounds, Design
 from sessionguard.model.checker import unsettled
-from sessionguard.model.properties import PROPERTIES, Invariant, StepInvariant
+from sessionguard.model.properties import INVARIANTS, STEP_INVARIANTS
 from sessionguard.model.vocabulary import (
     ANSWERED,
     DEAD,
@@ -55,8 +55,6 @@ from sessionguard.model.world import World
 if TYPE_CHECKING:
     from .harness import Rig
 
-INVARIANTS = tuple(p for p in PROPERTIES if isinstance(p, Invariant))
-STEP_INVARIANTS = tuple(p for p in PROPERTIES if isinstance(p, StepInvariant))
 
 
 # --- the common form of observations and model states --------------------------------

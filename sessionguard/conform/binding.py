@@ -263,11 +263,14 @@ class HermesBinding:
             if not isinstance(table, dict):
                 raise BindingError(f"adapter.{attribute} is no longer a dict but a {type(table).__name__}")
             if self.key_of is not None:
-                return table.get(self.key_of(adapter, key))
+                found: object | None = table.get(self.key_of(adapter, key))
+                return found
+            value: object | None = None
             for k, v in list(table.items()):
                 if _chat_key(k) == key:
-                    return v
-            return None
+                    value = v
+                    break
+            return value
 
         return SessionView(entry(self.guards), entry(self.owners), entry(self.pending))
 

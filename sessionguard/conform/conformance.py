@@ -24,7 +24,14 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sessionguard.loop import RunResult, Schedule, explore_dfs, explore_pct, explore_random, replay, shrink
+from sessionguard.loop import (
+    RunResult,
+    Schedule,
+    explore_dfs,
+    explore_pct,
+    explore_random,
+    shrink,
+)
 from sessionguard.loop.errors import ScheduleVersionError
 from sessionguard.model.properties import BY_NAME
 from sessionguard.reference.harness import choices_chooser, pack_token, unpack_token

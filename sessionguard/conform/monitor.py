@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sessionguard.model.narrative import task_name
-from sessionguard.model.properties import PROPERTIES, Invariant, StepInvariant
+from sessionguard.model.properties import INVARIANTS, STEP_INVARIANTS
 from sessionguard.model.vocabulary import (
     ABORTED,
     ANSWERED,
@@ -67,22 +67,7 @@ from sessionguard.model.vocabulary import (
     Step,
     Task,
 )
-
-INVARIANTS = tuple(p for p in PROPERTIES if isinstance(p, Invariant))
-STEP_INVARIANTS = tuple(p for p in PROPERTIES if isinstance(p, StepInvariant))
-
-
-@dataclass
-class Finding:
-    """A property the adapter violated: where, and the condition that failed."""
-
-    prop: str
-    step: int
-    label: str
-    why: str
-
-    def __str__(self) -> str:
-        return f"{self.prop} at loop step {self.step} ({self.label}): {self.why}"
+from sessionguard.reference.refinement import Finding
 
 
 @dataclass
@@ -307,6 +292,9 @@ class Monitor:
             if isinstance(who, Delivery):
                 who.took_over = True
 
+    def _holders(self) -> list[Delivery | Tracked]:
+        return [*self.deliveries.values(), *self.tracked.values()]
+
     def _holder(self, task: asyncio.Task[Any] | None) -> Delivery | Tracked | None:
         if task is None:
             return None
@@ -320,7 +308,7 @@ class Monitor:
         pending_after: list[set[int]],
     ) -> None:
         in_pending = set().union(*pending_after) if pending_after else set()
-        for holder in [*self.deliveries.values(), *self.tracked.values()]:
+        for holder in self._holders():
             holder.held -= in_pending
         from_pending: set[int] = set().union(*pending_before) - in_pending if pending_before else set()
         me = self._holder(actor)
@@ -354,7 +342,8 @@ class Monitor:
         alive_held: set[int] = set()
         finished: list[tuple[asyncio.Task[Any], Delivery | Tracked]] = []
         reaping = self.loop.callbacks_pending()
-        for task, holder in [*self.deliveries.items(), *self.tracked.items()]:
+        holders: list[tuple[asyncio.Task[Any], Delivery | Tracked]] = [*self.deliveries.items(), *self.tracked.items()]
+        for task, holder in holders:
             if task.done() and task not in reaping:
                 if holder.held:
                     finished.append((task, holder))

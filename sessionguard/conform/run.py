@@ -30,13 +30,21 @@ from sessionguard.loop import RunResult
 from sessionguard.loop.controlled import add_observer
 from sessionguard.model.checker import stranded_work
 from sessionguard.model.vocabulary import BYPASS, SHUTDOWN, STOP, TASK_CANCELLED, TEXT
-from sessionguard.reference.fakes import Event, FaultPlan, Ledger, Reply, ScriptedPlatform, ScriptedRunner
+from sessionguard.reference.fakes import (
+    Event,
+    FaultPlan,
+    Ledger,
+    Reply,
+    ScriptedPlatform,
+    ScriptedRunner,
+)
 from sessionguard.reference.fakes import Message as Inbox
 from sessionguard.reference.harness import QUIET
+from sessionguard.reference.refinement import Finding
 from sessionguard.reference.scenarios import Fault, Scenario, Send
 
 from .binding import TOKEN, Binding, BindingError, Inbound
-from .monitor import Finding, Monitor, Observed
+from .monitor import Monitor, Observed
 
 
 class Uncontrolled(Exception):
@@ -107,14 +115,14 @@ class ConformWorld:
 
     # --- for the monitor ---------------------------------------------------------------
 
-    def accept(self, inbound: Inbound, in_flight: list[int]) -> int:
+    def accept(self, inbound: Inbound, in_flight: tuple[int, ...]) -> int:
         message = Inbox(inbound.key, inbound.kind, inbound.token)
         self.inbox[inbound.serial] = message
         mid = self.ledger.accept(message)
         obs = self.observed
         obs.kinds.append(inbound.kind)
         obs.keys.append(inbound.key)
-        obs.during.append(tuple(in_flight))
+        obs.during.append(in_flight)
         return mid
 
     def sync(self) -> None:
