@@ -144,6 +144,7 @@ class Monitor:
         self.tracked: dict[asyncio.Task[Any], Tracked] = {}
         self.harness: set[asyncio.Task[Any]] = set()
         self._incoming: set[asyncio.Task[Any]] = set()
+        self._reaping: set[asyncio.Task[Any]] = set()
         self.fates: dict[int, str] = {}
         self.findings: dict[str, Finding] = {}
         self.trace: list[tuple[int, str, State, Step | None]] = []
@@ -215,6 +216,7 @@ class Monitor:
             self.tracked[actor].started = True
         created = [t for t, info in self.tracked.items() if info.tid >= self._next_tid_before]
         views = [self.read(k) for k in range(self.nsessions)]
+        self._reaping = self._find_reaping([owner for _, owner, _ in views])
         guards_after = [self._token(g) for g, _, _ in views]
         pending_after = [set(p or ()) for _, _, p in views]
         for k in range(self.nsessions):
@@ -292,6 +294,15 @@ class Monitor:
             if isinstance(who, Delivery):
                 who.took_over = True
 
+    def _find_reaping(self, owners: list[object | None]) -> set[asyncio.Task[Any]]:
+        """Finished tasks still to be finished by a done-callback (the model's REAP).
+
+        A task whose body has ended but which is still O[k], with a done-callback
+        queued: the callback is where its guard will be released or handed on,
+        so until it runs the session is not dead."""
+        queued = self.loop.callbacks_pending()
+        return {t for t in self.tracked if t.done() and t in queued and any(o is t for o in owners)}
+
     def _holders(self) -> list[Delivery | Tracked]:
         return [*self.deliveries.values(), *self.tracked.values()]
 
@@ -341,22 +352,24 @@ class Monitor:
         """Messages whose last holder has ended: their fate, from how it ended."""
         alive_held: set[int] = set()
         finished: list[tuple[asyncio.Task[Any], Delivery | Tracked]] = []
-        reaping = self.loop.callbacks_pending()
         holders: list[tuple[asyncio.Task[Any], Delivery | Tracked]] = [*self.deliveries.items(), *self.tracked.items()]
         for task, holder in holders:
-            if task.done() and task not in reaping:
-                if holder.held:
-                    finished.append((task, holder))
+            if task.done() and holder.held:
+                finished.append((task, holder))
             else:
                 alive_held |= holder.held
         for task, holder in finished:
+            reaping = task in self._reaping
             for m in sorted(holder.held):
                 if m in alive_held or m in self.fates or m in self.world.answered:
                     continue
+                if reaping and not self.world.runs.get(m, 0):
+                    continue  # its done-callback may still pass it on
                 fate = self._fate_at_end(task, holder, m)
                 if fate is not None:
                     self.fates[m] = fate
-            holder.held = {m for m in holder.held if m in self.world.answered}
+            keep = self.world.answered | ({m for m in holder.held if not self.world.runs.get(m, 0)} if reaping else set())
+            holder.held &= keep
 
     def _fate_at_end(self, task: asyncio.Task[Any], holder: Delivery | Tracked, m: int) -> str | None:
         world = self.world
@@ -378,10 +391,7 @@ class Monitor:
 
     def _build(self, views: list[tuple[object | None, object | None, tuple[int, ...] | None]] | None) -> State:
         world = self.world
-        reaping = self.loop.callbacks_pending()
-        live = {
-            t: info for t, info in self.tracked.items() if info.session_task and (not t.done() or t in reaping)
-        }
+        live = {t: info for t, info in self.tracked.items() if info.session_task and (not t.done() or t in self._reaping)}
         tid_of = {t: info.tid for t, info in live.items()}
         sessions = []
         for k in range(self.nsessions):
@@ -407,14 +417,16 @@ class Monitor:
         tasks = []
         for t, info in sorted(live.items(), key=lambda kv: kv[1].tid):
             guards = info.known or [None]  # type: ignore[list-item]
+            if t.done():  # at REAP: it works on nothing; what it still holds is passed on by the callback
+                unrun = tuple(sorted(m for m in info.held if not world.runs.get(m, 0)))
+                tasks.append(Task(info.tid, info.key, REAP, (Level(unrun, guards[0]),), None, False))
+                continue
             # The first level names the task (T(m0)) and stays; what it took
             # on later (follow-ups it runs inline) is held one level down.
             levels = [Level(info.named, guards[0])]
             later = tuple(sorted(info.held - set(info.named)))
             levels += [Level(later if i == 0 else (), g) for i, g in enumerate(guards[1:] or [None])]
-            if t.done():
-                pc = REAP  # finished; its done-callback has yet to run
-            elif not info.started:
+            if not info.started:
                 pc = START
             else:
                 pc = RUNNER if t in world.in_runner else SEND_REPLY
