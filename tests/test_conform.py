@@ -189,3 +189,41 @@ def test_pytest_plugin_runs_one_test_per_scenario(tmp_path: Path) -> None:
     assert "1 failed, 1 passed" in done.stdout, done.stdout
     assert "test_session_guard[followups]" in done.stdout
     assert "one-worker" in done.stdout and "--replay" in done.stdout
+
+
+def test_the_docs_binding_example_is_the_tested_file() -> None:
+    docs = (HERE.parent / "docs" / "conform.md").read_text()
+    block = docs.split("<!-- router_binding.py -->\n```python\n", 1)[1].split("```\n<!-- /router_binding.py -->", 1)[0]
+    assert block == (HERE / "router_binding.py").read_text()
+
+
+def test_a_binding_of_ones_own_drives_a_gateway_of_another_shape() -> None:
+    order = check("router_binding:ChatRouter", "router_binding:RouterBinding", SCENARIOS["followups"], OPTIONS)
+    assert order.verdict == "violation" and "order" in {f["property"] for f in order.findings}
+    waits = check("router_binding:ChatRouter", "router_binding:RouterBinding", SCENARIOS["stop-midrun"], OPTIONS)
+    assert "control-never-waits" in {f["property"] for f in waits.findings}
+    fine = check("router_binding:ChatRouter", "router_binding:RouterBinding", SCENARIOS["dead-owner"], Options(schedules=100))
+    assert fine.verdict == "pass", fine
+
+
+@pytest.mark.parametrize("fmt", ["text", "markdown", "html"])
+def test_explain_tells_a_conform_run(tmp_path: Path, fmt: str) -> None:
+    report = check("hermes_gateways:TwoWorkers", "hermes", SCENARIOS["followups"], OPTIONS)
+    assert report.token is not None
+    out = tmp_path / f"run.{fmt}"
+    done = subprocess.run(
+        [sys.executable, "-m", "sessionguard", "explain", "--token", report.token, "--target", "hermes_gateways:TwoWorkers",
+         "--format", fmt, "-o", str(out)],
+        cwd=HERE, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert "one-worker" in text and "T(m0) and T(m1) are both processing" in text
+    assert "conform run of hermes_gateways:TwoWorkers" in text
+    if fmt == "markdown":
+        assert "```mermaid" in text
+    missing = subprocess.run(
+        [sys.executable, "-m", "sessionguard", "explain", "--token", report.token],
+        cwd=HERE, capture_output=True, text=True, timeout=120,
+    )
+    assert missing.returncode == 2 and "--target" in missing.stderr

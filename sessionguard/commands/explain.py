@@ -29,7 +29,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--design", choices=list(DESIGNS), help="the design (with --from: which report of the file)")
     p.add_argument("--property", choices=list(BY_NAME), help="the property whose counterexample to explain")
     p.add_argument("--from", dest="source", metavar="FILE", help="a saved check or prove report, explore replay file or explore output")
-    p.add_argument("--token", default=None, help="a replay token printed by 'sessionguard explore'")
+    p.add_argument("--token", default=None, help="a replay token printed by 'sessionguard explore' or 'sessionguard conform'")
+    p.add_argument("--target", default=None, help="with a conform token: the adapter it was found on (module:Class)")
+    p.add_argument("--binding", default="hermes", help="with a conform token: its binding (default hermes)")
     p.add_argument("--scenario", default=None, help="with --from an explore output: which scenario's failure")
     p.add_argument("--prove", action="store_true", help="explain z3's counterexample (sessionguard prove) for --design and --property")
     p.add_argument("--depth", type=bounded_int("depth", 1, 40), default=None, help="with --prove: deepest search, in steps (default 10)")
@@ -60,7 +62,14 @@ def run(args: argparse.Namespace) -> int:
         if args.token is not None:
             if args.design is not None:
                 raise UsageError("explain: a token names its design; drop --design")
-            ex = from_token(args.token, prop=args.property)
+            if _is_conform_token(args.token):
+                from sessionguard.conform.explain import explained
+
+                if args.target is None:
+                    raise UsageError("explain: a conform token replays against its adapter: add --target module:Class (and --binding if not hermes)")
+                ex = explained(args.target, args.binding, args.token, prop=args.property)
+            else:
+                ex = from_token(args.token, prop=args.property)
         elif args.source is not None:
             ex = from_file(args.source, design=args.design, prop=args.property, scenario=args.scenario)
         else:
@@ -81,6 +90,15 @@ def run(args: argparse.Namespace) -> int:
     except ExplainError as exc:
         raise UsageError(f"explain: {exc}") from None
     return EXIT_OK
+
+
+def _is_conform_token(token: str) -> bool:
+    from sessionguard.reference.harness import unpack_token
+
+    try:
+        return unpack_token(token).get("k") == "conform"
+    except ValueError:
+        return False
 
 
 def _bounds(args: argparse.Namespace) -> Any:

@@ -462,7 +462,7 @@ class Monitor:
         if actor in self.deliveries:
             d = self.deliveries[actor]  # type: ignore[index]
             if first_step:
-                return Step("platform", "deliver", message=d.mid, effects=tuple(effects))
+                return Step("platform", "handle_message", f"m{d.mid} {d.kind} for k{d.key}", message=d.mid, effects=tuple(effects))
             return Step(f"H{d.mid}", "handle_message", effects=tuple(effects))
         if actor in self.tracked:
             info = self.tracked[actor]  # type: ignore[index]
