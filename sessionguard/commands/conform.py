@@ -15,7 +15,7 @@ import sys
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from sessionguard.cli import EXIT_VIOLATION, EXIT_OK, UsageError
+from sessionguard.cli import EXIT_OK, EXIT_VIOLATION, UsageError
 
 FORMATS = ("text", "json", "junit")
 
