@@ -331,6 +331,8 @@ def tell(rig: Rig, choices: list[int], *, upto: int | None = None, limit: int = 
             break
         if before is not None:
             what = changes(before, state)
+            if ":fault-" in label:
+                what = [f"the environment injects {label.partition(':fault-')[2]}", *what]
             if what:
                 mark = f" [choice {choices[step]}]" if step < len(choices) and choices[step] else ""
                 lines.append(f"{step:4d}. {label}{mark}: {'; '.join(what)}")
