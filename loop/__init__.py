@@ -64,7 +64,7 @@ from .controlled import (
     fifo,
     lane_key,
 )
-from .dfs import FullExpansion, Node, Reduction, explore_dfs
+from .dfs import FullExpansion, Node, Reduction, RedundantRun, explore_dfs
 from .errors import (
     BlockedTask,
     Deadlock,
@@ -85,6 +85,7 @@ from .explore import (
 )
 from .pct import PCTChooser, explore_pct
 from .random_walk import RandomChooser, explore_random
+from .reduction import DPOR, Footprint, SleepSets, StepRecorder
 from .runner import CoroFactory, ReplayChooser, RunResult, Verdict, replay, run
 from .schedule import Schedule, python_version
 from .shrink import IndexChooser, shrink
@@ -92,6 +93,7 @@ from .shrink import IndexChooser, shrink
 __all__ = [
     "DEFAULT_MAX_STEPS",
     "DEFAULT_MAX_VIRTUAL_TIME",
+    "DPOR",
     "BlockedTask",
     "Chooser",
     "ControlledLoop",
@@ -99,6 +101,7 @@ __all__ = [
     "Deadlock",
     "Exploration",
     "FailurePredicate",
+    "Footprint",
     "FullExpansion",
     "HarnessOptions",
     "IndexChooser",
@@ -107,6 +110,7 @@ __all__ = [
     "PCTChooser",
     "RandomChooser",
     "Reduction",
+    "RedundantRun",
     "Hung",
     "LoopError",
     "Observer",
@@ -116,6 +120,8 @@ __all__ = [
     "RunResult",
     "Schedule",
     "ScheduleVersionError",
+    "SleepSets",
+    "StepRecorder",
     "UncontrolledNondeterminism",
     "UnsupportedOperation",
     "Verdict",

@@ -15,9 +15,13 @@ difference ends that run with the verdict ``"divergence"`` (see
 choices. Most concurrency bugs need very few (a check-then-act race needs
 one), and the bounded space grows polynomially instead of exponentially.
 
-Reduction (sleep sets, DPOR) plugs in through :class:`Reduction`: it decides
-which alternatives of a new node to try, and may add alternatives to earlier
-nodes after seeing a complete run (the shape DPOR's backtrack sets need).
+Reduction (sleep sets, DPOR: ``reduction.py``) plugs in through
+:class:`Reduction`: it decides which alternatives of a new node to try, and
+may add alternatives to earlier nodes after seeing a complete run (the shape
+DPOR's backtrack sets need). A reduction may also watch every step
+(``begin_step``) and pick the first lane of a new node (``first``), or
+declare the run redundant there (:class:`RedundantRun`): such a run is not
+judged and not counted as a schedule.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from .errors import ReplayDivergence
 from .explore import Exploration, Harness, HarnessOptions
 from .runner import CoroFactory, RunResult
 
-__all__ = ["FullExpansion", "Node", "Reduction", "explore_dfs"]
+__all__ = ["FullExpansion", "Node", "RedundantRun", "Reduction", "explore_dfs"]
 
 
 @dataclass(slots=True)
@@ -57,7 +61,15 @@ class Reduction(Protocol):
 
     def alternatives(self, node: Node, path: Sequence[Node]) -> Iterable[int]: ...
 
-    def after_run(self, path: Sequence[Node], result: RunResult) -> None: ...
+    def after_run(self, path: Sequence[Node], result: RunResult | None) -> None: ...
+
+
+class RedundantRun(Exception):
+    """Raised by a reduction's ``first()``: every schedule from here is covered elsewhere."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"redundant from step {step}")
+        self.step = step
 
 
 class FullExpansion:
@@ -66,7 +78,7 @@ class FullExpansion:
     def alternatives(self, node: Node, path: Sequence[Node]) -> Iterable[int]:
         return range(1, len(node.labels))
 
-    def after_run(self, path: Sequence[Node], result: RunResult) -> None:
+    def after_run(self, path: Sequence[Node], result: RunResult | None) -> None:
         return None
 
 
@@ -80,9 +92,14 @@ class _PathChooser:
         self.prefix = prefix
         self.max_deviations = max_deviations
         self.reduction = reduction
+        # Optional hooks (a reduction that records footprints needs them).
+        self.begin_step = getattr(reduction, "begin_step", None)
+        self.first = getattr(reduction, "first", None)
 
     def __call__(self, step: int, lanes: Sequence[str]) -> int:
         path = self.path
+        if self.begin_step is not None:
+            self.begin_step(step, lanes, path)
         if step < self.prefix:
             node = path[step]
             if len(lanes) != len(node.labels) or tuple(lanes) != node.labels:
@@ -101,10 +118,15 @@ class _PathChooser:
         else:
             deviations = 0
         node = Node(step, tuple(lanes), 0, [], deviations)
-        if len(lanes) > 1 and (self.max_deviations is None or deviations < self.max_deviations):
-            node.todo = [i for i in self.reduction.alternatives(node, path) if 0 < i < len(lanes)]
+        may_deviate = len(lanes) > 1 and (self.max_deviations is None or deviations < self.max_deviations)
+        if self.first is not None:
+            node.choice = self.first(node, path, may_deviate)
+        if may_deviate:
+            node.todo = [
+                i for i in self.reduction.alternatives(node, path) if 0 <= i < len(lanes) and i != node.choice
+            ]
         path.append(node)
-        return 0
+        return node.choice
 
 
 def explore_dfs(
@@ -128,8 +150,20 @@ def explore_dfs(
     red: Reduction = reduction if reduction is not None else FullExpansion()
     path: list[Node] = []
     while True:
-        result = harness.run(_PathChooser(path, len(path), max_deviations, red))
+        result: RunResult | None
+        try:
+            result = harness.run(_PathChooser(path, len(path), max_deviations, red))
+        except RedundantRun:
+            result = None
+        except BaseException:
+            red.after_run(path, None)  # a reduction may have instruments to remove
+            raise
         red.after_run(path, result)
+        if max_deviations is not None:
+            # Alternatives a reduction added after the run must respect the bound too.
+            for node in path:
+                if node.todo and node.deviations >= max_deviations:
+                    node.todo.clear()
         # Backtrack to the deepest node with an alternative left.
         while path and not path[-1].todo:
             path.pop()

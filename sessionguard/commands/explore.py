@@ -12,11 +12,29 @@ import argparse
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sessionguard.cli import EXIT_OK, EXIT_USAGE, EXIT_VIOLATION, UsageError, bounded_int
 
+if TYPE_CHECKING:
+    from sessionguard.loop import SleepSets
+
 STRATEGIES = ("dfs", "random", "pct")
+REDUCTIONS = ("none", "sleep", "dpor")
+
+#: Code of the adapters declared local for partial-order reduction: the typing
+#: indicator only awaits a future of its own until it is cancelled, so its steps
+#: share nothing with the rest of the gateway (loop/reduction.py, assumption 3).
+LOCAL_CODE = ("Adapter._start_typing.<locals>.typing",)
+
+
+def make_reduction(name: str) -> SleepSets | None:
+    """The DFS reduction called `name` (see REDUCTIONS), set up for the adapters."""
+    from sessionguard.loop import DPOR, SleepSets
+
+    if name == "none":
+        return None
+    return SleepSets(LOCAL_CODE) if name == "sleep" else DPOR(LOCAL_CODE)
 
 
 def add_parser(sub: Any) -> None:
@@ -44,6 +62,13 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="pct: bug depth (default 3); dfs: at most this many deviations from FIFO (default 3; "
         "unbounded DFS does not finish on three-message scenarios)",
+    )
+    p.add_argument(
+        "--reduction",
+        default="none",
+        choices=REDUCTIONS,
+        help="dfs: partial-order reduction, one schedule per class of equivalent ones (sleep sets, "
+        "or DPOR with sleep sets); with a reduction, dfs is unbounded unless --depth is given",
     )
     p.add_argument("--max-seconds", type=float, default=None, help="time budget per scenario")
     p.add_argument("--keep-going", action="store_true", help="run the whole budget even after a failure")
@@ -101,8 +126,14 @@ def _explore(args: argparse.Namespace, design: str, scenario: Any) -> ScenarioRe
         "keep_failures": 1,
     }
     if args.strategy == "dfs":
-        depth = 3 if args.depth is None else args.depth
-        ex = explore_dfs(factory, max_deviations=depth, max_schedules=args.schedules, **options)
+        reduction = make_reduction(args.reduction)
+        default_depth = 3 if reduction is None else None
+        depth = default_depth if args.depth is None else args.depth
+        ex = explore_dfs(
+            factory, max_deviations=depth, reduction=reduction, max_schedules=args.schedules, **options
+        )
+        if reduction is not None:
+            ex.strategy += f", reduction={args.reduction}"
     elif args.strategy == "random":
         ex = explore_random(factory, runs=args.schedules or 1000, seed=args.seed, **options)
     else:
@@ -167,8 +198,10 @@ def run(args: argparse.Namespace) -> int:
             f"explore: unknown scenario {args.scenario!r}: use one of {', '.join(SCENARIOS)} "
             f"(or see 'sessionguard explore --list')"
         )
-    if args.max_seconds is not None and args.max_seconds <= 0:
-        raise UsageError("explore: --max-seconds must be positive")
+    if args.reduction != "none" and args.strategy != "dfs":
+        raise UsageError(f"explore: --reduction {args.reduction} needs --strategy dfs (it prunes the exhaustive search)")
+    if args.max_seconds is not None and not 0 < args.max_seconds < float("inf"):  # refuses nan too
+        raise UsageError(f"explore: --max-seconds must be a positive number of seconds, not {args.max_seconds}")
     design = args.design
     known = DESIGNS[design].known
     reports = [_explore(args, design, sc) for sc in scenarios]

@@ -1,0 +1,153 @@
+"""Partial-order reduction of the exhaustive DFS: schedules and verdicts, off against on.
+
+For each named scenario, in one process and side by side:
+
+1. unbounded DFS with no reduction, with sleep sets and with DPOR (each with
+   the same time budget): schedules run, whether the search was exhausted,
+   the verdicts and the violated properties, the wall time, and the ratio of
+   schedules (off / DPOR) when both were exhausted (a lower bound, marked
+   ``>=``, when only the reduced search finished);
+2. the same with a deviation bound (``--depth``, the same for both sides),
+   where the full search can be exhausted on every scenario.
+
+Every row says whether the two sides agree: the same set of run verdicts and
+the same set of violated properties. There is no random choice anywhere (DFS
+is deterministic), so there is no seed to print.
+
+Usage: ``python benchmarks/reduction_bench.py [--quick] [--designs reference,prefix]
+[--scenarios a,b] [--reductions none,sleep,dpor] [--budget S] [--depth D]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sessionguard.commands.explore import make_reduction
+from sessionguard.loop import RunResult, explore_dfs
+from sessionguard.model import DESIGNS
+from sessionguard.reference.harness import findings_of, scenario_run
+from sessionguard.reference.scenarios import SCENARIOS
+
+QUICK_SCENARIOS = ("dead-owner", "cancelled-task", "send-hangs")
+
+
+@dataclass
+class Side:
+    reduction: str
+    schedules: int
+    exhausted: bool
+    verdicts: frozenset[str]
+    violated: frozenset[str]
+    seconds: float
+    redundant: int
+
+    def cell(self) -> str:
+        state = "exhausted" if self.exhausted else "budget out"
+        extra = f", +{self.redundant} redundant" if self.redundant else ""
+        return f"{self.schedules:>7,} ({state}, {self.seconds:6.1f}s{extra})"
+
+
+def explore(design: str, scenario: str, reduction: str, depth: int | None, budget: float) -> Side:
+    violated: set[str] = set()
+
+    def judge(result: RunResult) -> bool:
+        violated.update(findings_of(result))
+        return result.verdict != "ok"
+
+    red = make_reduction(reduction)
+    started = time.perf_counter()
+    ex = explore_dfs(
+        scenario_run(design, SCENARIOS[scenario]),
+        max_deviations=depth,
+        reduction=red,
+        is_failure=judge,
+        stop_on_failure=False,
+        max_seconds=budget,
+    )
+    redundant = red.stats.redundant_runs if red is not None else 0
+    return Side(
+        reduction,
+        ex.schedules,
+        ex.exhausted,
+        frozenset(ex.verdicts),
+        frozenset(violated),
+        time.perf_counter() - started,
+        redundant,
+    )
+
+
+def ratio(full: Side, reduced: Side) -> str:
+    if not reduced.exhausted:
+        return "-"
+    value = full.schedules / max(reduced.schedules, 1)
+    return f"{value:.1f}x" if full.exhausted else f">={value:.1f}x"
+
+
+def agreement(full: Side, reduced: Side) -> str:
+    same = full.verdicts == reduced.verdicts and full.violated == reduced.violated
+    if full.exhausted and reduced.exhausted:
+        return "same verdicts" if same else "DIFFERENT"
+    return "same so far" if same else "differ (incomplete)"
+
+
+def row(design: str, scenario: str, sides: list[Side]) -> bool:
+    """Print one scenario's row; True when the first and the last side disagree."""
+    full, last = sides[0], sides[-1]
+    props = ",".join(sorted(full.violated | last.violated)) or "none violated"
+    cells = " | ".join(f"{s.reduction} {s.cell()}" for s in sides)
+    compared = f" | ratio {ratio(full, last)} | {agreement(full, last)}" if len(sides) > 1 else ""
+    print(f"   {design:<9} {scenario:<20} {cells}{compared} | {props}")
+    sys.stdout.flush()
+    return len(sides) > 1 and agreement(full, last) == "DIFFERENT"
+
+
+def main(argv: Any = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK_SCENARIOS)}, short budgets")
+    parser.add_argument("--designs", default="reference,prefix,seed")
+    parser.add_argument("--scenarios", default=None, help="comma-separated (default: every named scenario)")
+    parser.add_argument("--budget", type=float, default=None, help="seconds per search (default 120; quick 10)")
+    parser.add_argument("--depth", type=int, default=None, help="deviation bound of part 2 (default 2; quick 1)")
+    parser.add_argument(
+        "--reductions", default="none,sleep,dpor", help="sides of part 1, in order (the first is the baseline)"
+    )
+    parser.add_argument("--skip-unbounded", action="store_true")
+    parser.add_argument("--skip-bounded", action="store_true")
+    args = parser.parse_args(argv)
+    designs = args.designs.split(",")
+    scenarios = args.scenarios.split(",") if args.scenarios else list(QUICK_SCENARIOS if args.quick else SCENARIOS)
+    for name in designs:
+        if name not in DESIGNS:
+            parser.error(f"unknown design {name!r}: use one of {', '.join(DESIGNS)}")
+    for name in scenarios:
+        if name not in SCENARIOS:
+            parser.error(f"unknown scenario {name!r}: see 'sessionguard explore --list'")
+    sides = args.reductions.split(",")
+    if not set(sides) <= {"none", "sleep", "dpor"}:
+        parser.error("--reductions takes none, sleep and dpor, comma-separated")
+    budget = args.budget if args.budget is not None else (10.0 if args.quick else 120.0)
+    depth = args.depth if args.depth is not None else (1 if args.quick else 2)
+    if budget <= 0 or depth < 0:
+        parser.error("--budget must be positive and --depth at least 0")
+    print(f"Python {sys.version.split()[0]}; budget {budget:g}s per search")
+    differ = 0
+    if not args.skip_unbounded:
+        print(f"== 1. unbounded DFS: {' | '.join(sides)} (sleep: sleep sets; dpor: DPOR with sleep sets)")
+        for design in designs:
+            for scenario in scenarios:
+                differ += row(design, scenario, [explore(design, scenario, r, None, budget) for r in sides])
+    if not args.skip_bounded:
+        print(f"== 2. DFS with at most {depth} deviations on both sides: no reduction | DPOR")
+        for design in designs:
+            for scenario in scenarios:
+                differ += row(design, scenario, [explore(design, scenario, r, depth, budget) for r in ("none", "dpor")])
+    print(f"rows with different verdicts: {differ}")
+    return 1 if differ else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
