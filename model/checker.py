@@ -238,8 +238,9 @@ def check(design: Design, bounds: Bounds, config: CheckerConfig | None = None) -
         successors = design.successors(s, bounds)
         if config.por:
             successors = ample(s, bounds, successors)
+        stats.transitions += len(successors)
+        bad_i = bad_state[i]
         for step, nxt in successors:
-            stats.transitions += 1
             c = canon(nxt)
             j, new = graph.add(c, i)
             if new:
@@ -248,7 +249,9 @@ def check(design: Design, bounds: Bounds, config: CheckerConfig | None = None) -
             if is_internal(step):
                 quiescent[i] = False
                 rev[j].append(i)
-            for name in bad_state[j] - bad_state[i]:
+            bad_j = bad_state[j]
+            # Most states break no invariant: skip building an empty difference.
+            for name in (bad_j - bad_i) if bad_j else ():
                 first.setdefault(name, (i, j, step.rule))
                 if config.by_rule:
                     per_rule.setdefault((name, _rule_group(step)), (i, j, step.rule))
@@ -352,15 +355,21 @@ def _check_liveness(
     bad = [i for i in range(n) if not good[i]]
     if not bad:
         return None
-    # Hung states get the user's recovery: one /stop per session, explored in
-    # one graph for all of them, since their futures overlap.
     bounded = design.bounded_awaits
-    hung = [i for i in bad if has_hang(graph.states[i], bounded)]
-    recovery = _Recovery(design, bounds, len(graph.states[0].sessions), graph.canon)
-    stuck = recovery.stuck_all([graph.states[i] for i in hung])
+    stuck: set[State] | None = None
     for i in sorted(bad, key=lambda i: graph.depth[i]):
         s = graph.states[i]
-        if not has_hang(s, bounded) or s in stuck:
+        if not has_hang(s, bounded):
+            return i
+        if stuck is None:
+            # Hung states get the user's recovery: one /stop per session, explored
+            # in one graph for all of them, since their futures overlap.  That
+            # search is the costly part, so it runs only when a hung state is the
+            # shallowest candidate left.
+            hung = [graph.states[j] for j in bad if has_hang(graph.states[j], bounded)]
+            recovery = _Recovery(design, bounds, len(graph.states[0].sessions), graph.canon)
+            stuck = recovery.stuck_all(hung)
+        if s in stuck:
             return i
     return None
 

@@ -21,8 +21,8 @@ them would not be sound.
 from __future__ import annotations
 
 from .properties import holders
-from .vocabulary import DONE, OK_FATES, ORDINARY, OWED, Message, State
-from .world import World
+from .vocabulary import DONE, OK_FATES, ORDINARY, OWED, Message, Session, State
+from .world import World, new_record
 
 
 def permute(state: State, perm: list[int]) -> State:
@@ -60,14 +60,16 @@ def forget_history(state: State) -> State:
     arrival is newer anyway.
     """
     held: set[int] | None = None
-    messages = list(state.messages)
-    changed = False
+    # Most states have nothing to forget: copy the messages only on the first change.
+    messages: list[Message] | None = None
     oldest_unrun: dict[int, int] = {}  # per session: the oldest ordinary message that may still run
-    for m, msg in enumerate(messages):
+    for m, msg in enumerate(state.messages):
         if msg.during and msg.runs:
             # Which commands were in flight when it arrived matters only until it runs.
-            messages[m] = msg = msg._replace(during=())
-            changed = True
+            msg = new_record(Message, (msg.kind, msg.session, msg.runs, msg.fate, msg.reply, ()))
+            if messages is None:
+                messages = list(state.messages)
+            messages[m] = msg
         if msg.fate is None:
             if msg.runs == 0 and msg.kind in ORDINARY and msg.session not in oldest_unrun:
                 oldest_unrun[msg.session] = m
@@ -78,14 +80,26 @@ def forget_history(state: State) -> State:
             held = holders(state)
         if m in held:
             continue
-        messages[m] = Message("", msg.session, msg.runs if msg.runs > 1 else 0, DONE)
-        changed = True
+        if messages is None:
+            messages = list(state.messages)
+        messages[m] = new_record(Message, ("", msg.session, msg.runs if msg.runs > 1 else 0, DONE, None, ()))
     sessions = state.sessions
     for k, sess in enumerate(sessions):
         if sess.last_run >= 0 and oldest_unrun.get(k, sess.last_run) >= sess.last_run:
-            sessions = sessions[:k] + (sess._replace(last_run=-1),) + sessions[k + 1 :]
-            changed = True
-    return state._replace(messages=tuple(messages), sessions=sessions) if changed else state
+            forgotten = new_record(Session, (sess.guard, sess.owner, sess.pending, sess.runner, -1))
+            sessions = sessions[:k] + (forgotten,) + sessions[k + 1 :]
+    if messages is None and sessions is state.sessions:
+        return state
+    return new_record(State, (
+        sessions,
+        state.tasks,
+        state.handlers,
+        state.messages if messages is None else tuple(messages),
+        state.set_guards,
+        state.faults_used,
+        state.stopped,
+        state.extra,
+    ))
 
 
 def canonical(state: State, *, merge_history: bool = True) -> State:

@@ -1,0 +1,131 @@
+"""Our checker against Spin on the same Promela-exported bound, side by side.
+
+    python benchmarks/spin_bench.py            # three bounds, then the speed comparison
+    python benchmarks/spin_bench.py --quick    # the smallest bound only
+
+Part 1, the same state space: for each bound and design, Spin with its
+partial-order reduction off (-DNOREDUCE) on `sessionguard export --promela`,
+and our checker with its reductions off (--no-symmetry --no-merge-history).
+Prints both state counts, whether they are equal, both verdicts for every
+safety property (Spin's failed assertions, our violations), and the wall
+times (Spin: spin -a and gcc, then pan).
+
+Part 2, speed: at a larger bound (SPEED_BOUND), our checker as
+`sessionguard check` runs it (symmetry and history merging on) against Spin
+as it runs by default (partial-order reduction on), compile and search
+included; the ratio is ours / Spin, from this one run.
+
+Needs spin and gcc (Debian/Ubuntu: apt-get install -y spin gcc).  Liveness
+(property 9) is not part of the Promela model, so it is left out of the
+comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import sys
+import time
+
+from sessionguard.model import DESIGNS, Bounds, CheckerConfig, check
+from sessionguard.model.checker import VIOLATED
+from sessionguard.model.promela import SAFETY, check_command, generate, run_spin, spin_available
+from sessionguard.model.vocabulary import APPROVE, KINDS, NEW, PHOTO, STOP, TEXT
+
+#: Part 1: three bounds, small to large (ours with its reductions off stays under a minute).
+BOUNDS = [
+    ("default bound of check", Bounds(messages=2, faults=1, kinds=KINDS)),
+    ("2 messages, 2 sessions", Bounds(messages=2, faults=1, sessions=2, kinds=(TEXT, STOP, NEW))),
+    ("3 messages of 4 kinds", Bounds(messages=3, faults=1, kinds=(TEXT, PHOTO, STOP, APPROVE))),
+]
+#: Part 2: the largest bound at which both checkers, each with its own reductions
+#: on, check all three designs in about a minute on a 2-core machine.
+SPEED_BOUND = ("4 messages (text, /stop)", Bounds(messages=4, faults=1, kinds=(TEXT, STOP)))
+
+
+def export_command(design: str, b: Bounds) -> str:
+    return (f"sessionguard export --promela --design {design} --messages {b.messages} --faults {b.faults} "
+            f"--sessions {b.sessions} --kinds {','.join(b.kinds)} --fault-kinds {','.join(b.fault_kinds)}")
+
+
+def ours(design: str, bounds: Bounds, *, reductions: bool) -> tuple[int, set[str], float]:
+    config = CheckerConfig() if reductions else CheckerConfig(symmetry=False, merge_history=False)
+    started = time.perf_counter()
+    report = check(DESIGNS[design], bounds, config)
+    seconds = time.perf_counter() - started
+    if not report.complete:
+        raise SystemExit(f"our check did not complete: {check_command(design, bounds)}")
+    violated = {v.prop.name for v in report.verdicts if v.status == VIOLATED and v.prop.name in SAFETY}
+    return report.stats.states, violated, seconds
+
+
+def verdicts(violated: set[str]) -> str:
+    return "".join("x" if p in violated else "." for p in SAFETY)
+
+
+def same_space(bounds: list[tuple[str, Bounds]]) -> bool:
+    print("\nPart 1: the same state space (Spin -DNOREDUCE; ours --no-symmetry --no-merge-history)")
+    print("  verdicts: one character per safety property in SPEC order "
+          f"({', '.join(SAFETY)}); x = violated, . = holds")
+    print(f"  {'bound':<24} {'design':<10} {'Spin states':>12} {'our states':>11} {'equal':>6}  "
+          f"{'Spin':<10} {'ours':<10} {'same':>5}  {'Spin s (cc+pan)':>16} {'ours s':>7}")
+    all_equal = True
+    for title, b in bounds:
+        for design in DESIGNS:
+            spin = run_spin(generate(design, b))
+            states, violated, seconds = ours(design, b, reductions=False)
+            equal = spin.states == states
+            same = spin.violated == violated
+            all_equal &= equal and same
+            print(f"  {title:<24} {design:<10} {spin.states:>12,} {states:>11,} {'yes' if equal else 'NO':>6}  "
+                  f"{verdicts(spin.violated):<10} {verdicts(violated):<10} {'yes' if same else 'NO':>5}  "
+                  f"{spin.compile_seconds:>6.1f}+{spin.search_seconds:<8.2f} {seconds:>7.2f}", flush=True)
+            if not (equal and same):
+                print(f"    replay: {export_command(design, b)} -o m.pml && spin -a m.pml && "
+                      f"gcc -O2 -DSAFETY -DNOREDUCE -o pan pan.c && ./pan -c0 -m1000000")
+                print(f"    and:    {check_command(design, b)}")
+    return all_equal
+
+
+def speed(title: str, b: Bounds) -> None:
+    print(f"\nPart 2: speed at the bound '{title}' (ours: reductions on, as `sessionguard check`; "
+          "Spin: default partial-order reduction, compile and search)")
+    print(f"  {'design':<10} {'our states':>11} {'ours s':>8} {'Spin states':>12} {'Spin s':>8} "
+          f"{'(cc + pan)':>14} {'ours/Spin':>10}")
+    total_ours = total_spin = 0.0
+    for design in DESIGNS:
+        states, _, seconds = ours(design, b, reductions=True)
+        spin = run_spin(generate(design, b), reduce=True)
+        total_ours += seconds
+        total_spin += spin.seconds
+        print(f"  {design:<10} {states:>11,} {seconds:>8.2f} {spin.states:>12,} {spin.seconds:>8.2f} "
+              f"{spin.compile_seconds:>6.2f} + {spin.search_seconds:<5.2f} {seconds / spin.seconds:>10.2f}",
+              flush=True)
+    print(f"  {'total':<10} {'':>11} {total_ours:>8.2f} {'':>12} {total_spin:>8.2f} {'':>14} "
+          f"{total_ours / total_spin:>10.2f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the smallest bound only, no speed comparison")
+    args = parser.parse_args()
+    missing = spin_available()
+    if missing:
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
+    spin_version = subprocess.run(["spin", "-V"], capture_output=True, text=True).stdout.strip()
+    gcc_version = subprocess.run(["gcc", "-dumpfullversion"], capture_output=True, text=True).stdout.strip()
+    print(f"machine: {platform.machine()}, Python {platform.python_version()}, {spin_version}, gcc {gcc_version}")
+    started = time.perf_counter()
+    bounds = BOUNDS[:1] if args.quick else BOUNDS
+    ok = same_space(bounds)
+    if not args.quick:
+        speed(*SPEED_BOUND)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s; "
+          + ("every count and verdict equal" if ok else "SOME COUNT OR VERDICT DIFFERS (see replay lines)"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
