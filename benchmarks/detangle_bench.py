@@ -48,6 +48,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import sessionguard.reference.harness as harness
@@ -63,6 +64,9 @@ try:
     from detangle.errors import BugFound
 except ImportError:  # pragma: no cover - depends on the environment
     detangle = None  # type: ignore[assignment]
+
+AVAILABLE = detangle is not None
+MISSING = "detangle is not installed: pip install detangle==0.1.0 (this benchmark was measured with 0.1.0)"
 
 DETANGLE_OPTIONS: dict[str, Any] = {
     "fail_on_unobserved": False,  # a scripted fault leaves a task's exception unretrieved on purpose
@@ -149,9 +153,29 @@ def theirs_until_failure(main: Callable[[], Any], strategy: Any, budget: int) ->
     return stats.runs, time.perf_counter() - started, False
 
 
-def first_violation(seeds: int, budget: int) -> list[float]:
+@dataclass
+class FirstViolation:
+    """One target and strategy of section 1: medians over the seeds, and how many seeds missed."""
+
+    design: str
+    scenario: str
+    strategy: str
+    seeds: int
+    ours_runs: float
+    ours_seconds: float
+    ours_missed: int
+    theirs_runs: float
+    theirs_seconds: float
+    theirs_missed: int
+
+    @property
+    def time_ratio(self) -> float:
+        return self.ours_seconds / self.theirs_seconds
+
+
+def first_violation(seeds: int, budget: int) -> list[FirstViolation]:
     print(f"== 1. runs and time to the first violation, medians over seeds 0..{seeds - 1} (budget {budget} runs)")
-    ratios: list[float] = []
+    rows: list[FirstViolation] = []
     for design, scenario, props in TARGETS:
         ours_factory = scenario_run(design, SCENARIOS[scenario])
         theirs_main = detangle_main(design, scenario, props)
@@ -171,7 +195,7 @@ def first_violation(seeds: int, budget: int) -> list[float]:
             t_time = statistics.median(t for _, t, _ in theirs)
             o_miss = sum(not f for _, _, f in ours)
             t_miss = sum(not f for _, _, f in theirs)
-            ratios.append(o_time / t_time)
+            rows.append(FirstViolation(design, scenario, label, seeds, o_runs, o_time, o_miss, t_runs, t_time, t_miss))
             print(
                 f"   {design:<6} {scenario:<15} {label:<6} ours {o_runs:6.0f} runs {o_time * 1000:8.1f} ms"
                 f"{f' ({o_miss} seeds missed)' if o_miss else ''} | detangle {t_runs:6.0f} runs "
@@ -179,7 +203,7 @@ def first_violation(seeds: int, budget: int) -> list[float]:
                 f"{o_runs / max(t_runs, 1):5.2f}, time {o_time / t_time:5.2f}"
             )
             sys.stdout.flush()
-    return ratios
+    return rows
 
 
 # --- 2. schedules to exhaust --------------------------------------------------------------
@@ -220,24 +244,37 @@ def exhaust(budget: float) -> None:
         sys.stdout.flush()
 
 
-def main(argv: Any = None) -> int:
+def measure(args: argparse.Namespace) -> list[FirstViolation]:
+    """Both sections, as `args` (from `options`) asks, printed as they are measured; section 1's rows."""
+    print(f"Python {sys.version.split()[0]}; detangle {getattr(detangle, '__version__', '?')}")
+    rows = first_violation(args.seeds, args.runs)
+    ratios = [r.time_ratio for r in rows]
+    print(f"   geometric mean of the time ratios (ours / detangle): {statistics.geometric_mean(ratios):.2f}")
+    exhaust(args.budget)
+    return rows
+
+
+def options(argv: Any = None) -> argparse.Namespace:
+    """The command line, with the --quick defaults filled in (bad input exits 2 with a message)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 seeds, a smaller budget")
     parser.add_argument("--seeds", type=int, default=None, help="seeds for the medians (default 20; quick 3)")
     parser.add_argument("--runs", type=int, default=2000, help="run budget per search in section 1")
     parser.add_argument("--budget", type=float, default=None, help="seconds per search in section 2 (default 120; quick 10)")
     args = parser.parse_args(argv)
-    if detangle is None:
-        print("detangle is not installed: pip install detangle==0.1.0 (this benchmark was measured with 0.1.0)")
-        return 0
-    seeds = args.seeds if args.seeds is not None else (3 if args.quick else 20)
-    budget = args.budget if args.budget is not None else (10.0 if args.quick else 120.0)
-    if seeds < 1 or args.runs < 1 or budget <= 0:
+    args.seeds = args.seeds if args.seeds is not None else (3 if args.quick else 20)
+    args.budget = args.budget if args.budget is not None else (10.0 if args.quick else 120.0)
+    if args.seeds < 1 or args.runs < 1 or args.budget <= 0:
         parser.error("--seeds and --runs must be at least 1, --budget positive")
-    print(f"Python {sys.version.split()[0]}; detangle {getattr(detangle, '__version__', '?')}")
-    ratios = first_violation(seeds, args.runs)
-    print(f"   geometric mean of the time ratios (ours / detangle): {statistics.geometric_mean(ratios):.2f}")
-    exhaust(budget)
+    return args
+
+
+def main(argv: Any = None) -> int:
+    args = options(argv)
+    if not AVAILABLE:
+        print(MISSING)
+        return 0
+    measure(args)
     return 0
 
 

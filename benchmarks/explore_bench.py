@@ -22,6 +22,7 @@ import asyncio
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from sessionguard.loop import RunResult, explore_dfs, explore_pct, explore_random, run
@@ -71,19 +72,49 @@ async def workload() -> int:
         await asyncio.wait(live)
 
 
-def loop_cost(runs: int) -> None:
+@dataclass
+class LoopCost:
+    """Seconds per run of the same workload on each loop; `steps` is counted on the controlled loop."""
+
+    runs: int
+    steps: int
+    stock_seconds: float
+    controlled_seconds: float
+
+    @property
+    def ratio(self) -> float:
+        """Controlled / stock, per run and so per step."""
+        return self.controlled_seconds / self.stock_seconds
+
+
+def loop_cost(runs: int) -> LoopCost:
     print(f"== 2. controlled loop vs stock asyncio, same workload, {runs} runs each")
     steps = run(workload).steps
-    t0 = time.perf_counter()
-    for _ in range(runs):
+
+    def on_stock_loop() -> None:
         loop = asyncio.new_event_loop()
         loop.run_until_complete(workload())
         loop.close()
-    stock = (time.perf_counter() - t0) / runs
-    t0 = time.perf_counter()
-    for _ in range(runs):
-        run(workload)
-    controlled = (time.perf_counter() - t0) / runs
+
+    # Both loops are warmed up, then timed in alternating rounds: on a shared
+    # machine the load drifts, and timing one loop wholly before the other
+    # would charge that drift to one side of the ratio.
+    on_stock_loop()
+    run(workload)
+    rounds = 10
+    stock = controlled = 0.0
+    for i in range(rounds):
+        share = runs // rounds + (i < runs % rounds)
+        t0 = time.perf_counter()
+        for _ in range(share):
+            on_stock_loop()
+        stock += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for _ in range(share):
+            run(workload)
+        controlled += time.perf_counter() - t0
+    stock /= runs
+    controlled /= runs
     t0 = time.perf_counter()
     for _ in range(runs):
         run(scenario_run("reference", SCENARIOS["followups"]))
@@ -93,6 +124,7 @@ def loop_cost(runs: int) -> None:
     print(f"   controlled loop:    {controlled * 1e6:8.1f} us/run  {controlled / steps * 1e6:6.2f} us/step")
     print(f"   ratio controlled/stock: {controlled / stock:.2f}x")
     print(f"   with the scenario harness and refinement check (followups): {checked * 1e6:8.1f} us/run")
+    return LoopCost(runs, steps, stock, controlled)
 
 
 def first_trap(seeds: int) -> None:

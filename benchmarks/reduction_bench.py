@@ -94,18 +94,62 @@ def agreement(full: Side, reduced: Side) -> str:
     return "same so far" if same else "differ (incomplete)"
 
 
-def row(design: str, scenario: str, sides: list[Side]) -> bool:
-    """Print one scenario's row; True when the first and the last side disagree."""
+@dataclass
+class Row:
+    """One design and scenario: its searches, the baseline first."""
+
+    design: str
+    scenario: str
+    sides: list[Side]
+
+    @property
+    def differ(self) -> bool:
+        """True when the first and the last side were both exhausted and disagree."""
+        return len(self.sides) > 1 and agreement(self.sides[0], self.sides[-1]) == "DIFFERENT"
+
+
+def row(design: str, scenario: str, sides: list[Side]) -> Row:
+    """Print one scenario's row and return it."""
     full, last = sides[0], sides[-1]
     props = ",".join(sorted(full.violated | last.violated)) or "none violated"
     cells = " | ".join(f"{s.reduction} {s.cell()}" for s in sides)
     compared = f" | ratio {ratio(full, last)} | {agreement(full, last)}" if len(sides) > 1 else ""
     print(f"   {design:<9} {scenario:<20} {cells}{compared} | {props}")
     sys.stdout.flush()
-    return len(sides) > 1 and agreement(full, last) == "DIFFERENT"
+    return Row(design, scenario, sides)
 
 
-def main(argv: Any = None) -> int:
+@dataclass
+class Results:
+    unbounded: list[Row]  # part 1 (empty with --skip-unbounded)
+    bounded: list[Row]  # part 2 (empty with --skip-bounded)
+
+    @property
+    def differ(self) -> int:
+        return sum(r.differ for r in self.unbounded + self.bounded)
+
+
+def measure(args: argparse.Namespace) -> Results:
+    """Run the parts that `args` (from `options`) asks for, printing each row as it is measured."""
+    print(f"Python {sys.version.split()[0]}; budget {args.budget:g}s per search")
+    results = Results([], [])
+    if not args.skip_unbounded:
+        print(f"== 1. unbounded DFS: {' | '.join(args.sides)} (sleep: sleep sets; dpor: DPOR with sleep sets)")
+        for design in args.designs:
+            for scenario in args.scenarios:
+                sides = [explore(design, scenario, r, None, args.budget) for r in args.sides]
+                results.unbounded.append(row(design, scenario, sides))
+    if not args.skip_bounded:
+        print(f"== 2. DFS with at most {args.depth} deviations on both sides: no reduction | DPOR")
+        for design in args.designs:
+            for scenario in args.scenarios:
+                sides = [explore(design, scenario, r, args.depth, args.budget) for r in ("none", "dpor")]
+                results.bounded.append(row(design, scenario, sides))
+    return results
+
+
+def options(argv: Any = None) -> argparse.Namespace:
+    """The command line, with the --quick defaults filled in (bad input exits 2 with a message)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK_SCENARIOS)}, short budgets")
     parser.add_argument("--designs", default="reference,prefix,seed")
@@ -118,33 +162,28 @@ def main(argv: Any = None) -> int:
     parser.add_argument("--skip-unbounded", action="store_true")
     parser.add_argument("--skip-bounded", action="store_true")
     args = parser.parse_args(argv)
-    designs = args.designs.split(",")
-    scenarios = args.scenarios.split(",") if args.scenarios else list(QUICK_SCENARIOS if args.quick else SCENARIOS)
-    for name in designs:
+    args.designs = args.designs.split(",")
+    args.scenarios = (
+        args.scenarios.split(",") if args.scenarios else list(QUICK_SCENARIOS if args.quick else SCENARIOS)
+    )
+    for name in args.designs:
         if name not in DESIGNS:
             parser.error(f"unknown design {name!r}: use one of {', '.join(DESIGNS)}")
-    for name in scenarios:
+    for name in args.scenarios:
         if name not in SCENARIOS:
             parser.error(f"unknown scenario {name!r}: see 'sessionguard explore --list'")
-    sides = args.reductions.split(",")
-    if not set(sides) <= {"none", "sleep", "dpor"}:
+    args.sides = args.reductions.split(",")
+    if not set(args.sides) <= {"none", "sleep", "dpor"}:
         parser.error("--reductions takes none, sleep and dpor, comma-separated")
-    budget = args.budget if args.budget is not None else (10.0 if args.quick else 120.0)
-    depth = args.depth if args.depth is not None else (1 if args.quick else 2)
-    if budget <= 0 or depth < 0:
+    args.budget = args.budget if args.budget is not None else (10.0 if args.quick else 120.0)
+    args.depth = args.depth if args.depth is not None else (1 if args.quick else 2)
+    if args.budget <= 0 or args.depth < 0:
         parser.error("--budget must be positive and --depth at least 0")
-    print(f"Python {sys.version.split()[0]}; budget {budget:g}s per search")
-    differ = 0
-    if not args.skip_unbounded:
-        print(f"== 1. unbounded DFS: {' | '.join(sides)} (sleep: sleep sets; dpor: DPOR with sleep sets)")
-        for design in designs:
-            for scenario in scenarios:
-                differ += row(design, scenario, [explore(design, scenario, r, None, budget) for r in sides])
-    if not args.skip_bounded:
-        print(f"== 2. DFS with at most {depth} deviations on both sides: no reduction | DPOR")
-        for design in designs:
-            for scenario in scenarios:
-                differ += row(design, scenario, [explore(design, scenario, r, depth, budget) for r in ("none", "dpor")])
+    return args
+
+
+def main(argv: Any = None) -> int:
+    differ = measure(options(argv)).differ
     print(f"rows with different verdicts: {differ}")
     return 1 if differ else 0
 

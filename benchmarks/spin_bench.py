@@ -27,6 +27,7 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 from sessionguard.model import DESIGNS, Bounds, CheckerConfig, check
 from sessionguard.model.checker import VIOLATED
@@ -60,24 +61,63 @@ def ours(design: str, bounds: Bounds, *, reductions: bool) -> tuple[int, set[str
     return report.stats.states, violated, seconds
 
 
+@dataclass
+class SameSpaceRow:
+    """One (bound, design) of part 1: both state counts and both sets of violated properties."""
+
+    bound: str
+    design: str
+    spin_states: int
+    our_states: int
+    spin_violated: set[str]
+    our_violated: set[str]
+
+    @property
+    def equal(self) -> bool:
+        return self.spin_states == self.our_states
+
+    @property
+    def same(self) -> bool:
+        return self.spin_violated == self.our_violated
+
+
+@dataclass
+class SpeedTotals:
+    """Part 2 summed over the designs: wall seconds of each checker (Spin: compile and search)."""
+
+    bound: str
+    ours_seconds: float
+    spin_seconds: float
+    spin_compile_seconds: float
+
+    @property
+    def ratio(self) -> float:
+        return self.ours_seconds / self.spin_seconds
+
+
+def tool_versions() -> str:
+    spin_version = subprocess.run(["spin", "-V"], capture_output=True, text=True).stdout.strip()
+    gcc_version = subprocess.run(["gcc", "-dumpfullversion"], capture_output=True, text=True).stdout.strip()
+    return f"{spin_version}, gcc {gcc_version}"
+
+
 def verdicts(violated: set[str]) -> str:
     return "".join("x" if p in violated else "." for p in SAFETY)
 
 
-def same_space(bounds: list[tuple[str, Bounds]]) -> bool:
+def same_space(bounds: list[tuple[str, Bounds]]) -> list[SameSpaceRow]:
     print("\nPart 1: the same state space (Spin -DNOREDUCE; ours --no-symmetry --no-merge-history)")
     print("  verdicts: one character per safety property in SPEC order "
           f"({', '.join(SAFETY)}); x = violated, . = holds")
     print(f"  {'bound':<24} {'design':<10} {'Spin states':>12} {'our states':>11} {'equal':>6}  "
           f"{'Spin':<10} {'ours':<10} {'same':>5}  {'Spin s (cc+pan)':>16} {'ours s':>7}")
-    all_equal = True
+    rows: list[SameSpaceRow] = []
     for title, b in bounds:
         for design in DESIGNS:
             spin = run_spin(generate(design, b))
             states, violated, seconds = ours(design, b, reductions=False)
-            equal = spin.states == states
-            same = spin.violated == violated
-            all_equal &= equal and same
+            rows.append(SameSpaceRow(title, design, spin.states, states, spin.violated, violated))
+            equal, same = rows[-1].equal, rows[-1].same
             print(f"  {title:<24} {design:<10} {spin.states:>12,} {states:>11,} {'yes' if equal else 'NO':>6}  "
                   f"{verdicts(spin.violated):<10} {verdicts(violated):<10} {'yes' if same else 'NO':>5}  "
                   f"{spin.compile_seconds:>6.1f}+{spin.search_seconds:<8.2f} {seconds:>7.2f}", flush=True)
@@ -85,25 +125,27 @@ def same_space(bounds: list[tuple[str, Bounds]]) -> bool:
                 print(f"    replay: {export_command(design, b)} -o m.pml && spin -a m.pml && "
                       f"gcc -O2 -DSAFETY -DNOREDUCE -o pan pan.c && ./pan -c0 -m1000000")
                 print(f"    and:    {check_command(design, b)}")
-    return all_equal
+    return rows
 
 
-def speed(title: str, b: Bounds) -> None:
+def speed(title: str, b: Bounds) -> SpeedTotals:
     print(f"\nPart 2: speed at the bound '{title}' (ours: reductions on, as `sessionguard check`; "
           "Spin: default partial-order reduction, compile and search)")
     print(f"  {'design':<10} {'our states':>11} {'ours s':>8} {'Spin states':>12} {'Spin s':>8} "
           f"{'(cc + pan)':>14} {'ours/Spin':>10}")
-    total_ours = total_spin = 0.0
+    total_ours = total_spin = total_compile = 0.0
     for design in DESIGNS:
         states, _, seconds = ours(design, b, reductions=True)
         spin = run_spin(generate(design, b), reduce=True)
         total_ours += seconds
         total_spin += spin.seconds
+        total_compile += spin.compile_seconds
         print(f"  {design:<10} {states:>11,} {seconds:>8.2f} {spin.states:>12,} {spin.seconds:>8.2f} "
               f"{spin.compile_seconds:>6.2f} + {spin.search_seconds:<5.2f} {seconds / spin.seconds:>10.2f}",
               flush=True)
     print(f"  {'total':<10} {'':>11} {total_ours:>8.2f} {'':>12} {total_spin:>8.2f} {'':>14} "
           f"{total_ours / total_spin:>10.2f}")
+    return SpeedTotals(title, total_ours, total_spin, total_compile)
 
 
 def main() -> int:
@@ -114,12 +156,10 @@ def main() -> int:
     if missing:
         print(f"error: {missing}", file=sys.stderr)
         return 2
-    spin_version = subprocess.run(["spin", "-V"], capture_output=True, text=True).stdout.strip()
-    gcc_version = subprocess.run(["gcc", "-dumpfullversion"], capture_output=True, text=True).stdout.strip()
-    print(f"machine: {platform.machine()}, Python {platform.python_version()}, {spin_version}, gcc {gcc_version}")
+    print(f"machine: {platform.machine()}, Python {platform.python_version()}, {tool_versions()}")
     started = time.perf_counter()
     bounds = BOUNDS[:1] if args.quick else BOUNDS
-    ok = same_space(bounds)
+    ok = all(row.equal and row.same for row in same_space(bounds))
     if not args.quick:
         speed(*SPEED_BOUND)
     print(f"\ntotal {time.perf_counter() - started:.0f} s; "
