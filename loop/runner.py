@@ -198,7 +198,7 @@ class ReplayChooser:
             raise ReplayDivergence(step, None, lanes, "the recorded run had ended here")
         self.position = step + 1
         choice, label = self.steps[step]
-        if choice < len(lanes) and lanes[choice] == label:
+        if 0 <= choice < len(lanes) and lanes[choice] == label:
             return choice
         if label in lanes:
             index = list(lanes).index(label)

@@ -278,6 +278,9 @@ def decode_token(token: str) -> tuple[str, Scenario, Schedule]:
         design, scenario_data, python, choices = data["d"], data["s"], data["py"], data["c"]
     except KeyError as exc:
         raise ValueError(f"not a replay token of explore (no {exc})") from None
+    if not (isinstance(design, str) and isinstance(python, str) and isinstance(choices, list)
+            and all(type(c) is int for c in choices)):
+        raise ValueError("not a replay token of explore (a field of the wrong type)")
     scenario = _scenario(scenario_data)
     Schedule((), python).check_version()  # refuse another Python minor version, with the reason
     result = run(scenario_run(design, scenario, check=False), choices_chooser([int(c) for c in choices]))
@@ -291,7 +294,10 @@ def _scenario(data: Any) -> Scenario:
         if data not in SCENARIOS:
             raise ValueError(f"unknown scenario {data!r}")
         return SCENARIOS[data]
-    return Scenario.from_json(data)
+    try:
+        return Scenario.from_json(data)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"a malformed scenario ({exc.__class__.__name__}: {exc})") from None
 
 
 def replay_document(design: str, scenario: Scenario, schedule: Schedule) -> dict[str, Any]:
@@ -302,7 +308,11 @@ def load_document(data: Any) -> tuple[str, Scenario, Schedule]:
     if not isinstance(data, dict) or not {"design", "scenario", "schedule"} <= set(data):
         raise ValueError("not a replay file: expected an object with design, scenario and schedule")
     scenario = _scenario(data["scenario"])
-    return str(data["design"]), scenario, Schedule.from_json(json.dumps(data["schedule"]))
+    try:
+        schedule = Schedule.from_json(json.dumps(data["schedule"]))
+    except (KeyError, TypeError, IndexError) as exc:
+        raise ValueError(f"not a replay file: a malformed schedule ({exc.__class__.__name__}: {exc})") from None
+    return str(data["design"]), scenario, schedule
 
 
 def narrate(design_name: str, scenario: Scenario, schedule: Schedule) -> tuple[RunResult, list[str]]:
