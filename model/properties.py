@@ -349,8 +349,8 @@ def _stop_works(before: State, step: Step, after: State) -> str | None:
         return None
     k = msg.session
     for t in after.tasks:
-        if t.session != k:
-            continue
+        if t.session != k or t.pc == REAP:
+            continue  # a task at REAP has finished: it works on nothing any more
         for lv in t.levels:
             old = [m for m in lv.event if m < mid and after.messages[m].runs > 0]
             if old:

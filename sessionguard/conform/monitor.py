@@ -230,7 +230,10 @@ class Monitor:
         self._move_messages(actor, created, pending_before, pending_after)
         for caller, _, mids in self.world.calls:
             if caller in self.tracked and any(self.world.kinds[m] in ORDINARY for m in mids):
-                self.tracked[caller].ran_ordinary = True
+                info = self.tracked[caller]
+                info.ran_ordinary = True
+                if not info.named:
+                    info.named = mids  # it got its work some way we did not see: name it by its first run
         self._settle_finished()
         after = self._build(views)
         effects: list[tuple[Any, ...]] = [
@@ -417,9 +420,10 @@ class Monitor:
         tasks = []
         for t, info in sorted(live.items(), key=lambda kv: kv[1].tid):
             guards = info.known or [None]  # type: ignore[list-item]
-            if t.done():  # at REAP: it works on nothing; what it still holds is passed on by the callback
-                unrun = tuple(sorted(m for m in info.held if not world.runs.get(m, 0)))
-                tasks.append(Task(info.tid, info.key, REAP, (Level(unrun, guards[0]),), None, False))
+            if t.done():  # at REAP: finished; what it still holds is passed on by the callback
+                unrun = tuple(sorted(m for m in info.held if not world.runs.get(m, 0) and m not in info.named))
+                levels = (Level(info.named, guards[0]), Level(unrun, None))
+                tasks.append(Task(info.tid, info.key, REAP, levels, None, False))
                 continue
             # The first level names the task (T(m0)) and stays; what it took
             # on later (follow-ups it runs inline) is held one level down.
