@@ -422,8 +422,8 @@ class Monitor:
             guards = info.known or [None]  # type: ignore[list-item]
             if t.done():  # at REAP: finished; what it still holds is passed on by the callback
                 unrun = tuple(sorted(m for m in info.held if not world.runs.get(m, 0) and m not in info.named))
-                levels = (Level(info.named, guards[0]), Level(unrun, None))
-                tasks.append(Task(info.tid, info.key, REAP, levels, None, False))
+                reaped = (Level(info.named, guards[0]), Level(unrun, None))
+                tasks.append(Task(info.tid, info.key, REAP, reaped, None, False))
                 continue
             # The first level names the task (T(m0)) and stays; what it took
             # on later (follow-ups it runs inline) is held one level down.
