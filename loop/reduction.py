@@ -161,18 +161,49 @@ def _touch(obj: object) -> None:
         recorder.objects.add(_name(obj))
 
 
-class _TrackedFuture(controlled.Future[Any]):
-    """The loop's Future, reporting every access to the recorder (same layout)."""
+class _Touching:
+    """What both tracked classes report: every read of a task's or future's state.
+
+    A mixin with no slots of its own, so that `__class__` can be switched to a
+    tracked class in place (the layout stays the loop's Task or Future)."""
 
     __slots__ = ()
 
     def add_done_callback(self, fn: Any, *, context: Any = None) -> None:
         _touch(self)
-        super().add_done_callback(fn, context=context)
+        super().add_done_callback(fn, context=context)  # type: ignore[misc]
 
     def remove_done_callback(self, fn: Any) -> int:
         _touch(self)
-        return super().remove_done_callback(fn)
+        return super().remove_done_callback(fn)  # type: ignore[misc, no-any-return]
+
+    def cancelled(self) -> bool:
+        _touch(self)
+        return super().cancelled()  # type: ignore[misc, no-any-return]
+
+    def done(self) -> bool:
+        _touch(self)
+        return super().done()  # type: ignore[misc, no-any-return]
+
+    def result(self) -> Any:
+        _touch(self)
+        return super().result()  # type: ignore[misc]
+
+    def exception(self) -> Any:
+        _touch(self)
+        return super().exception()  # type: ignore[misc]
+
+    def __await__(self) -> Any:
+        _touch(self)
+        return super().__await__()  # type: ignore[misc]
+
+    __iter__ = __await__
+
+
+class _TrackedFuture(_Touching, controlled.Future[Any]):
+    """The loop's Future, reporting every access to the recorder (same layout)."""
+
+    __slots__ = ()
 
     def set_result(self, result: Any) -> None:
         _touch(self)
@@ -186,41 +217,11 @@ class _TrackedFuture(controlled.Future[Any]):
         _touch(self)
         return super().cancel(msg)
 
-    def cancelled(self) -> bool:
-        _touch(self)
-        return super().cancelled()
 
-    def done(self) -> bool:
-        _touch(self)
-        return super().done()
-
-    def result(self) -> Any:
-        _touch(self)
-        return super().result()
-
-    def exception(self) -> Any:
-        _touch(self)
-        return super().exception()
-
-    def __await__(self) -> Any:
-        _touch(self)
-        return super().__await__()
-
-    __iter__ = __await__
-
-
-class _TrackedTask(controlled.Task[Any]):
+class _TrackedTask(_Touching, controlled.Task[Any]):
     """The loop's Task, reporting every access to the recorder (same layout)."""
 
     __slots__ = ()
-
-    def add_done_callback(self, fn: Any, *, context: Any = None) -> None:
-        _touch(self)
-        super().add_done_callback(fn, context=context)
-
-    def remove_done_callback(self, fn: Any) -> int:
-        _touch(self)
-        return super().remove_done_callback(fn)
 
     def cancel(self, msg: Any = None) -> bool:
         recorder = _RECORDER
@@ -237,28 +238,6 @@ class _TrackedTask(controlled.Task[Any]):
     def cancelling(self) -> int:
         _touch(self)
         return super().cancelling()
-
-    def cancelled(self) -> bool:
-        _touch(self)
-        return super().cancelled()
-
-    def done(self) -> bool:
-        _touch(self)
-        return super().done()
-
-    def result(self) -> Any:
-        _touch(self)
-        return super().result()
-
-    def exception(self) -> Any:
-        _touch(self)
-        return super().exception()
-
-    def __await__(self) -> Any:
-        _touch(self)
-        return super().__await__()
-
-    __iter__ = __await__
 
 
 class StepRecorder:
