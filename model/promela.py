@@ -959,6 +959,21 @@ inline command_begin(K, MM) {
 }
 """
 
+# B1, B2 and C1 to C3 resume alike in seed and reference; they differ in
+# cancel_owner (C2) and command_end (C4), which each design defines.
+HANDLER_RESUME = """inline handler_resume(H) {
+  if
+  :: hnd[H].pc == B_RUNNER ->
+     command_effect(msg[H].session, H); set_fate(H, FATE_ANSWERED); set_reply(H, REPLY_OWED); hnd[H].pc = B_SEND
+  :: hnd[H].pc == B_SEND -> set_reply(H, REPLY_SENT); handler_done(H)
+  :: hnd[H].pc == C_RUNNER ->
+     command_effect(msg[H].session, H); set_fate(H, FATE_ANSWERED); set_reply(H, REPLY_OWED); cancel_owner(H)
+  :: hnd[H].pc == C_AWAIT -> hnd[H].pc = C_SEND
+  :: hnd[H].pc == C_SEND -> set_reply(H, REPLY_SENT); command_end(H); handler_done(H)
+  fi
+}
+"""
+
 HANDOFF_SEED = """
 /* C2: cancel(k, release_guard=False, discard_pending=False) */
 inline cancel_owner(H) {
@@ -975,18 +990,7 @@ inline command_end(H) {
   release(msg[H].session, hnd[H].cg);
   if :: sc_pp != 0 -> start(msg[H].session, sc_pp) :: else -> skip fi
 }
-inline handler_resume(H) {
-  if
-  :: hnd[H].pc == B_RUNNER ->
-     command_effect(msg[H].session, H); set_fate(H, FATE_ANSWERED); set_reply(H, REPLY_OWED); hnd[H].pc = B_SEND
-  :: hnd[H].pc == B_SEND -> set_reply(H, REPLY_SENT); handler_done(H)
-  :: hnd[H].pc == C_RUNNER ->
-     command_effect(msg[H].session, H); set_fate(H, FATE_ANSWERED); set_reply(H, REPLY_OWED); cancel_owner(H)
-  :: hnd[H].pc == C_AWAIT -> hnd[H].pc = C_SEND
-  :: hnd[H].pc == C_SEND -> set_reply(H, REPLY_SENT); command_end(H); handler_done(H)
-  fi
-}
-/* C-error: restore or release the guard */
+""" + HANDLER_RESUME + """/* C-error: restore or release the guard */
 inline handler_fault(H) {
   if
   :: hnd[H].pc == B_RUNNER -> set_fate(H, FATE_ANSWERED); handler_done(H)
@@ -1017,18 +1021,7 @@ inline cancel_owner(H) {
 }
 /* C4: if the session is still the command's, start the follow-ups or release */
 inline command_end(H) { hand_on(msg[H].session, hnd[H].cg) }
-inline handler_resume(H) {
-  if
-  :: hnd[H].pc == B_RUNNER ->
-     command_effect(msg[H].session, H); set_fate(H, FATE_ANSWERED); set_reply(H, REPLY_OWED); hnd[H].pc = B_SEND
-  :: hnd[H].pc == B_SEND -> set_reply(H, REPLY_SENT); handler_done(H)
-  :: hnd[H].pc == C_RUNNER ->
-     command_effect(msg[H].session, H); set_fate(H, FATE_ANSWERED); set_reply(H, REPLY_OWED); cancel_owner(H)
-  :: hnd[H].pc == C_AWAIT -> hnd[H].pc = C_SEND
-  :: hnd[H].pc == C_SEND -> set_reply(H, REPLY_SENT); command_end(H); handler_done(H)
-  fi
-}
-/* C-error (R5): the handoff completes anyway */
+""" + HANDLER_RESUME + """/* C-error (R5): the handoff completes anyway */
 inline handler_fault(H) {
   if
   :: hnd[H].pc == B_RUNNER -> set_fate(H, FATE_ANSWERED); handler_done(H)
