@@ -86,6 +86,7 @@ from .explore import (
 from .pct import PCTChooser, explore_pct
 from .random_walk import RandomChooser, explore_random
 from .reduction import DPOR, Footprint, SleepSets, StepRecorder
+from .stateful import UnsupportedState, VisitedStates, fingerprint
 from .runner import CoroFactory, ReplayChooser, RunResult, Verdict, replay, run
 from .schedule import Schedule, python_version
 from .shrink import IndexChooser, shrink
@@ -124,13 +125,16 @@ __all__ = [
     "StepRecorder",
     "UncontrolledNondeterminism",
     "UnsupportedOperation",
+    "UnsupportedState",
     "Verdict",
+    "VisitedStates",
     "add_observer",
     "any_failure",
     "explore_dfs",
     "explore_pct",
     "explore_random",
     "fifo",
+    "fingerprint",
     "lane_key",
     "python_version",
     "raised",

@@ -148,6 +148,9 @@ def explore_dfs(
     name = "dfs" if max_deviations is None else f"dfs(max_deviations={max_deviations})"
     harness = Harness(name, coro_factory, **options)
     red: Reduction = reduction if reduction is not None else FullExpansion()
+    start_search = getattr(red, "start_search", None)
+    if start_search is not None:
+        start_search(max_deviations)  # a state cache must know whether deviations are bounded
     path: list[Node] = []
     while True:
         result: RunResult | None

@@ -406,6 +406,15 @@ class Refinement:
         self._set = self.index.sets[self.current]
         self._generation = self.index.generation
 
+    def __sessionguard_state__(self) -> tuple[object, ...]:
+        """What can change a later verdict (for stateful search, loop/stateful.py).
+
+        Not the shared model index (a cache), the trace (a report), the step
+        count (a statistic), nor when each property was first found: which
+        properties were found is enough for a verdict.
+        """
+        return (self._set, self._last, frozenset(self.findings), self._delivered, self._pending)
+
     def _track_cancels(self, label: str) -> None:
         """A cancellation is pending from the step that requests it until the task's next step."""
         loop = asyncio.get_running_loop()

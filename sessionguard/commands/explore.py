@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 from sessionguard.cli import EXIT_OK, EXIT_USAGE, EXIT_VIOLATION, UsageError, bounded_int
 
 if TYPE_CHECKING:
-    from sessionguard.loop import SleepSets
+    from sessionguard.loop import Reduction
 
 STRATEGIES = ("dfs", "random", "pct")
-REDUCTIONS = ("none", "sleep", "dpor")
+REDUCTIONS = ("none", "sleep", "dpor", "stateful")
 
 #: Code of the adapters declared local for partial-order reduction: the typing
 #: indicator only awaits a future of its own until it is cancelled, so its steps
@@ -28,12 +28,17 @@ REDUCTIONS = ("none", "sleep", "dpor")
 LOCAL_CODE = ("Adapter._start_typing.<locals>.typing",)
 
 
-def make_reduction(name: str) -> SleepSets | None:
+def make_reduction(name: str) -> Reduction | None:
     """The DFS reduction called `name` (see REDUCTIONS), set up for the adapters."""
-    from sessionguard.loop import DPOR, SleepSets
+    from sessionguard.loop import DPOR, SleepSets, UnsupportedState, VisitedStates
 
     if name == "none":
         return None
+    if name == "stateful":
+        try:
+            return VisitedStates()
+        except UnsupportedState as exc:
+            raise UsageError(f"explore: {exc}") from None
     return SleepSets(LOCAL_CODE) if name == "sleep" else DPOR(LOCAL_CODE)
 
 
@@ -68,7 +73,8 @@ def add_parser(sub: Any) -> None:
         default="none",
         choices=REDUCTIONS,
         help="dfs: partial-order reduction, one schedule per class of equivalent ones (sleep sets, "
-        "or DPOR with sleep sets); with a reduction, dfs is unbounded unless --depth is given",
+        "or DPOR with sleep sets), or stateful: every reachable program state explored once; "
+        "with a reduction, dfs is unbounded unless --depth is given",
     )
     p.add_argument("--max-seconds", type=float, default=None, help="time budget per scenario")
     p.add_argument("--keep-going", action="store_true", help="run the whole budget even after a failure")
@@ -134,6 +140,9 @@ def _explore(args: argparse.Namespace, design: str, scenario: Any) -> ScenarioRe
         )
         if reduction is not None:
             ex.strategy += f", reduction={args.reduction}"
+            states = getattr(reduction, "states", None)
+            if states is not None:
+                ex.strategy += f", {states} states"
     elif args.strategy == "random":
         ex = explore_random(factory, runs=args.schedules or 1000, seed=args.seed, **options)
     else:

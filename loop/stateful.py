@@ -1,0 +1,513 @@
+"""Stateful search: run every reachable program state once, not every path to it.
+
+The exhaustive DFS (``dfs.py``) is stateless: it re-runs the scenario for
+each schedule, and two schedules that reach the same program state explore
+everything after it twice. A gateway scenario has few states and very many
+paths to them (each order of two independent deliveries is a path; both end
+in the same dictionaries and the same suspended tasks), so most of a
+stateless search repeats itself. :class:`VisitedStates` plugs into
+:func:`explore_dfs` and ends a run as soon as it reaches a state that an
+earlier run already reached (with no more deviations spent, under a bound):
+everything that can happen from there is explored from the first visit.
+With every lane an alternative at every new state, the search still visits
+every reachable state and runs every step out of it: with no bound it is
+exhaustive in the strict sense, and it ends because the step count is part of
+the state (no state is reached twice on one path).
+
+What a state is
+---------------
+:func:`fingerprint` writes the whole state of a run between two steps as one
+hashable value, built by walking every object reachable from:
+
+* the loop: virtual time, step count, the ready handles in queue order (their
+  label, lane, whether they belong to the current batch, callback and
+  arguments), the live timers in firing order, each task's label, and the
+  errors collected so far;
+* every task of the run: its state, result or exception, done callbacks,
+  the future it waits on, a pending cancellation, ``cancelling()``, and its
+  coroutine: the code, the position in it (``f_lasti``) and every slot of the
+  suspended frame, the value stack included, down the whole await chain;
+* the observers (the refinement check), through ``__sessionguard_state__``
+  when they keep caches or reports that cannot change a verdict.
+
+The walk numbers each mutable object at its first visit and writes a later
+visit as a reference to that number, so two heaps that are the same graph
+(same values, same sharing) give the same fingerprint no matter where their
+objects live in memory or in which order they were made. Values that compare
+by content all the way down (numbers, strings, tuples and frozensets of them,
+named tuples such as the model's states) enter as they are; lists, dicts,
+sets and deques by their contents in iteration order (the order the program
+itself would see); an object by its class and its attributes. Classes,
+modules, code objects and functions without a closure are the same objects in
+every run and enter by identity.
+
+The value stack of a suspended coroutine is not visible from Python (a
+half-built argument list, a ``for`` loop's iterator, the exception a
+``finally`` is running for all live there), so :func:`frame_slots` reads it
+from the interpreter frame with ``ctypes``: the frame's ``stacktop`` and its
+``localsplus`` array lie at the same offsets on CPython 3.11, 3.12 and 3.13.
+:func:`check_support` confirms the layout on a probe coroutine before any
+search starts, and refuses (``UnsupportedState``) on an interpreter where it
+does not hold, rather than merge states it cannot see.
+
+An object the walk cannot look into (a C object with no ``__dict__`` and no
+slots that the walk does not know) makes the state *opaque*: it gets a
+fingerprint of its own that equals no other, so it is never merged. That is
+always safe; ``VisitedStates.opaque`` counts such states and names their
+types, so a user can see when caching does not work for their program.
+
+Why a merge is safe, and what it assumes
+----------------------------------------
+Runs are deterministic (the DFS checks that on every replayed prefix), so the
+steps that can follow a state depend only on that state. The fingerprint
+holds everything a step can read, under three assumptions, stated here so
+they can be checked for code other than this project's adapters: (1) module
+globals do not change during a run (the walk does not enter modules); (2)
+the program does not depend on the order of creation of tasks and futures by
+independent steps: their hash follows creation and decides where a *later*
+insertion lands in a set (the same assumption as the partial-order
+reduction's, ``reduction.py``; the order a set has *now* is in the
+fingerprint); (3) an object's ``__sessionguard_state__``, where defined,
+returns everything about it that can change what the program or a verdict
+does later.
+
+Verdicts: a run's verdict is judged from its end state and its observers'
+state (the properties found so far are in the fingerprint), so a run cut at
+a visited state could only have ended as one of the runs through the first
+visit did. A step flagged by an observer is never cut: the run goes on to be
+judged.
+
+State caching is not combined with partial-order reduction here: the two
+together need extra care to stay sound (a state first reached with a sleep
+set may not have had all of its steps explored). ``VisitedStates`` expands
+every lane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import ctypes
+import decimal
+import functools
+import itertools
+import sys
+import types
+import weakref
+from collections import Counter, deque
+from collections.abc import Hashable, Iterable, Sequence
+from enum import Enum
+from typing import Any
+
+from .controlled import ControlledLoop
+from .dfs import Node, RedundantRun
+from .runner import RunResult
+
+__all__ = ["UnsupportedState", "VisitedStates", "check_support", "fingerprint", "frame_slots"]
+
+_PTR = ctypes.sizeof(ctypes.c_void_p)
+# Offsets, in pointers, shared by CPython 3.11 to 3.13: PyFrameObject.f_frame
+# comes after the object header (2 words) and f_back; in _PyInterpreterFrame,
+# eight pointer-sized fields come before ``int stacktop``, and ``localsplus``
+# starts one word later (stacktop, a flag or two and padding share that word).
+_F_FRAME = 3
+_STACKTOP = 8
+_LOCALSPLUS = 9
+
+#: A frame slot that holds nothing (a local not yet assigned).
+_EMPTY = ("<empty slot>",)
+
+
+class UnsupportedState(RuntimeError):
+    """This interpreter's frames cannot be read, so states cannot be compared."""
+
+
+def frame_slots(frame: types.FrameType) -> list[object]:
+    """Every local, cell and value-stack entry of a *suspended* frame, in slot order.
+
+    Only for a frame that is not running (a suspended coroutine or generator,
+    or one not yet started): the stack top is saved in the frame only then.
+    """
+    base = ctypes.c_void_p.from_address(id(frame) + _F_FRAME * _PTR).value
+    if not base:
+        return []
+    top = ctypes.c_int.from_address(base + _STACKTOP * _PTR).value
+    out: list[object] = []
+    for i in range(top):
+        pointer = ctypes.c_void_p.from_address(base + (_LOCALSPLUS + i) * _PTR).value
+        out.append(_EMPTY if not pointer else ctypes.cast(pointer, ctypes.py_object).value)
+    return out
+
+
+class _Suspend:
+    def __await__(self) -> Any:
+        yield None
+
+
+_PROBE_A = ("<probe a>",)
+_PROBE_B = ("<probe b>",)
+
+
+async def _probe(arg: object) -> object:
+    held = [_PROBE_A]
+    # `arg`, `_PROBE_B` and `held` sit on the value stack while this awaits.
+    return (arg, _PROBE_B, held, await _Suspend())
+
+
+def _check_c_readers() -> None:
+    """The C objects read by layout must hold what the walk expects, or be absent."""
+    loop = asyncio.new_event_loop()
+    try:
+        fut = loop.create_future()
+        waiter = fut.__await__()
+        ok = type(waiter).__name__ != "FutureIter" or _c_field(waiter, 2) is fut
+        task = loop.create_task(_probe("step"))
+        step = loop._ready[-1]._callback  # type: ignore[attr-defined]
+        if type(step).__name__ == "TaskStepMethWrapper":
+            ok = ok and _c_field(step, 2) is task and _c_field(step, 3) is None
+        task.cancel()
+        loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+    finally:
+        loop.close()
+    if not ok:
+        raise UnsupportedState(
+            f"asyncio's C objects on CPython {sys.version.split()[0]} are not laid out as stateful "
+            f"search expects: use --reduction none or dpor"
+        )
+
+
+@functools.cache
+def check_support() -> None:
+    """Raise :class:`UnsupportedState` unless :func:`frame_slots` reads this interpreter right."""
+    if sys.implementation.name != "cpython" or not (3, 11) <= sys.version_info[:2] <= (3, 13):
+        raise UnsupportedState(
+            f"stateful search reads suspended frames of CPython 3.11 to 3.13; this is "
+            f"{sys.implementation.name} {sys.version.split()[0]}: use --reduction none or dpor"
+        )
+    coro = _probe("probe")
+    try:
+        coro.send(None)
+        frame: types.FrameType | None = getattr(coro, "cr_frame", None)
+        slots = frame_slots(frame) if frame is not None else []
+    finally:
+        coro.close()
+    _check_c_readers()
+    found = [any(s is x for s in slots) for x in ("probe", _PROBE_B)]
+    if not all(found) or not any(isinstance(s, list) and s and s[0] is _PROBE_A for s in slots):
+        raise UnsupportedState(
+            f"the frame layout of CPython {sys.version.split()[0]} is not the one stateful search "
+            f"knows, so it cannot see a suspended coroutine's value stack: use --reduction none or dpor"
+        )
+
+
+# --- the walk -------------------------------------------------------------------------
+
+_ATOMS = (type(None), int, str, bytes, type(Ellipsis))
+#: Objects that are the same in every run: they enter the fingerprint by identity.
+_SHARED_TYPES = (type, types.ModuleType, types.CodeType, contextvars.ContextVar, Enum)
+_opaque_ids = itertools.count()
+
+
+def _is_value(obj: object) -> bool:
+    """Does `obj` compare by content all the way down (and hash)?"""
+    t = type(obj)
+    if t in _ATOMS or t is bool or t is float:
+        return True
+    if isinstance(obj, (tuple, frozenset)):
+        return all(_is_value(x) for x in obj)
+    return isinstance(obj, _SHARED_TYPES) or _is_shared_builtin(obj)
+
+
+def _is_shared_builtin(obj: object) -> bool:
+    """A function written in C and not bound to an object of the run (`len`, `time.monotonic`)."""
+    if not isinstance(obj, types.BuiltinFunctionType):
+        return False
+    owner = obj.__self__
+    return owner is None or isinstance(owner, types.ModuleType)
+
+
+class _Walk:
+    """One fingerprint: numbers mutable objects at first visit, writes later visits as refs."""
+
+    def __init__(self, loop: ControlledLoop) -> None:
+        self.loop = loop
+        self.seen: dict[int, int] = {}
+        self.alive: list[object] = []  # keeps every visited object alive, so ids stay unique
+        self.opaque: list[str] = []
+        self.sets: list[set[Any] | frozenset[Any]] = []
+
+    def deferred_sets(self) -> tuple[frozenset[Hashable], ...]:
+        """The contents of every set met by the walk (walking them may meet more)."""
+        out: list[frozenset[Hashable]] = []
+        while len(out) < len(self.sets):
+            members = self.sets[len(out)]
+            out.append(frozenset(Counter(self.value(x) for x in members).items()))
+        return tuple(out)
+
+    def value(self, obj: object) -> Hashable:
+        t = type(obj)
+        if t in _ATOMS:
+            return obj  # type: ignore[return-value]
+        if t is bool or t is float:
+            return (t.__name__, obj)  # 1, 1.0 and True are equal as keys; not as state
+        if isinstance(obj, _SHARED_TYPES) or _is_shared_builtin(obj):
+            return obj  # type: ignore[return-value]
+        if (t is tuple or t is frozenset or isinstance(obj, tuple)) and _is_value(obj):
+            return (t, obj)
+        if obj is _EMPTY:
+            return obj
+        n = self.seen.get(id(obj))
+        if n is not None:
+            return ("@", n)
+        self.seen[id(obj)] = len(self.seen)
+        self.alive.append(obj)
+        return self._visit(obj, t)
+
+    def values(self, items: Iterable[object]) -> tuple[Hashable, ...]:
+        return tuple(self.value(x) for x in items)
+
+    def _visit(self, obj: Any, t: type) -> Hashable:
+        if obj is self.loop:
+            return ("loop",)
+        if isinstance(obj, (tuple, list, deque)):
+            return (t, self.values(obj))
+        if isinstance(obj, dict):
+            return (t, tuple((self.value(k), self.value(v)) for k, v in obj.items()))
+        if isinstance(obj, (set, frozenset)):
+            # A set's order follows its members' hashes: memory addresses for most
+            # objects, creation order for the loop's tasks and futures. Neither is
+            # part of the state (assumption 2), so a set enters as an unordered
+            # collection, and after everything else: its members are numbered at
+            # their places outside the set wherever they have one.
+            self.sets.append(obj)
+            return (t, "set", len(self.sets) - 1)
+        if isinstance(obj, asyncio.Future):
+            return self._future(obj)
+        if isinstance(obj, (types.CoroutineType, types.GeneratorType, types.AsyncGeneratorType)):
+            return self._coroutine(obj)
+        if isinstance(obj, types.FunctionType):
+            if obj.__closure__ is None and not obj.__defaults__ and not obj.__kwdefaults__:
+                return obj
+            return (
+                "fn",
+                obj.__code__,
+                self.values(_cell(c) for c in obj.__closure__ or ()),
+                self.value(obj.__defaults__),
+                self.value(obj.__kwdefaults__),
+            )
+        if isinstance(obj, types.MethodType):
+            return ("method", self.value(obj.__func__), self.value(obj.__self__))
+        if isinstance(obj, types.BuiltinMethodType):  # bound to an object of the run
+            return ("builtin-method", obj.__name__, self.value(obj.__self__))
+        if isinstance(obj, types.CellType):
+            return ("cell", self.value(_cell(obj)))
+        if isinstance(obj, functools.partial):
+            return ("partial", self.value(obj.func), self.value(obj.args), self.value(obj.keywords))
+        if isinstance(obj, asyncio.Handle):
+            return self._handle(obj)
+        if isinstance(obj, contextvars.Context):
+            return ("context", tuple((var, self.value(v)) for var, v in obj.items()))
+        if isinstance(obj, decimal.Context):  # in every task's context once `decimal` is used
+            return (t, repr(obj))  # its repr lists every setting
+        if isinstance(obj, BaseException):
+            # The traceback only tells where it was raised; it cannot change what runs.
+            return (
+                t,
+                self.value(obj.args),
+                self.value(getattr(obj, "__dict__", None)),
+                self.value(obj.__cause__),
+                self.value(obj.__context__),
+                obj.__suppress_context__,
+            )
+        if isinstance(obj, weakref.ref):
+            return ("weakref", self.value(obj()))
+        if t.__name__ == "FutureIter" and t.__module__ == "_asyncio":
+            # `await fut` on asyncio's C future: the iterator holds the future and nothing else.
+            return ("future-iter", self.value(_c_field(obj, 2)))
+        if t.__name__ == "TaskStepMethWrapper":
+            # A C task's scheduled step: the task, and what to throw into it (a cancellation).
+            return ("task-step", self.value(_c_field(obj, 2)), self.value(_c_field(obj, 3)))
+        if t.__module__ == "builtins" and t.__name__.endswith("iterator"):
+            # A `for` loop's iterator over a list, tuple, range, dict: its sequence and position.
+            return ("iterator", t, self.value(obj.__reduce__()))
+        declared = getattr(obj, "__sessionguard_state__", None)
+        if declared is not None and callable(declared):
+            return (t, self.value(declared()))
+        fields = _fields(obj)
+        if fields is None:
+            self.opaque.append(f"{t.__module__}.{t.__qualname__}")
+            return ("opaque", next(_opaque_ids))
+        return (t, tuple((name, self.value(v)) for name, v in fields))
+
+    def _future(self, fut: asyncio.Future[Any]) -> Hashable:
+        state = fut._state  # type: ignore[attr-defined]
+        parts: list[Hashable] = [
+            type(fut),
+            state,
+            self.value(fut._result),  # type: ignore[attr-defined]
+            self.value(fut._exception),  # type: ignore[attr-defined]
+            self.values(fut._callbacks or ()),  # type: ignore[attr-defined]
+            self.value(fut._cancel_message),  # type: ignore[attr-defined]
+        ]
+        if isinstance(fut, asyncio.Task):
+            parts += [
+                fut.get_name(),  # the task's number is its place in the loop's list of tasks
+                self.value(fut._coro),  # type: ignore[attr-defined]
+                self.value(fut._fut_waiter),  # type: ignore[attr-defined]
+                fut._must_cancel,  # type: ignore[attr-defined]
+                fut.cancelling(),
+                self.value(fut.get_context()) if hasattr(fut, "get_context") else None,
+            ]
+        return tuple(parts)
+
+    def _coroutine(self, coro: Any) -> Hashable:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
+        code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None) or getattr(coro, "ag_code", None)
+        if frame is None:
+            return ("finished", code)
+        running = getattr(coro, "cr_running", False) or getattr(coro, "gi_running", False)
+        if running:  # never between two steps; a running frame's stack top is not saved
+            self.opaque.append("running coroutine")
+            return ("opaque", next(_opaque_ids))
+        return ("frame", code, frame.f_lasti, self.values(frame_slots(frame)))
+
+    def _handle(self, handle: asyncio.Handle) -> Hashable:
+        callback = handle._callback  # type: ignore[attr-defined]
+        args = handle._args  # type: ignore[attr-defined]
+        return (
+            type(handle),
+            handle.cancelled(),
+            self.value(callback),
+            self.values(args or ()),
+            handle.when() if isinstance(handle, asyncio.TimerHandle) else None,
+            getattr(handle, "label", None),
+            getattr(handle, "lane", None),
+            self.value(handle._context),  # type: ignore[attr-defined]
+        )
+
+
+def _c_field(obj: object, index: int) -> object:
+    """The object pointer `index` words into a C object (0 and 1 are its header)."""
+    pointer = ctypes.c_void_p.from_address(id(obj) + index * _PTR).value
+    return None if not pointer else ctypes.cast(pointer, ctypes.py_object).value
+
+
+def _cell(cell: types.CellType) -> object:
+    try:
+        return cell.cell_contents
+    except ValueError:
+        return _EMPTY
+
+
+def _fields(obj: object) -> list[tuple[str, object]] | None:
+    """An object's attributes: its __dict__ and its slots (None: neither, a C object)."""
+    out: list[tuple[str, object]] = []
+    found = False
+    d = getattr(obj, "__dict__", None)
+    if isinstance(d, dict):
+        found = True
+        out.extend(d.items())
+    for klass in type(obj).__mro__:
+        slots = klass.__dict__.get("__slots__", ())
+        if isinstance(slots, str):
+            slots = (slots,)
+        for name in slots:
+            if name in ("__dict__", "__weakref__"):
+                continue
+            found = True
+            out.append((name, getattr(obj, name, _EMPTY)))
+    if not found and type(obj).__flags__ & _HEAPTYPE:
+        return out  # a class written in Python that keeps no state of its own
+    return out if found else None
+
+
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by a class statement, not written in C
+
+
+def _in_current_batch(loop: Any, handle: Any) -> bool:
+    """Will `handle` run before the loop starts its next stock iteration (promoting timers)?"""
+    batch = getattr(loop, "_batch", None)
+    if batch is not None:  # the seqs of the current iteration's handles
+        return handle.seq in batch
+    return bool(handle.batch < loop._iteration)  # numbered by the iteration that queued it
+
+
+def fingerprint(loop: ControlledLoop) -> tuple[Hashable, list[str]]:
+    """The state of a run between two steps, and the types the walk could not look into.
+
+    Equal fingerprints mean equal states (see the module docstring for what is
+    assumed); a state with opaque parts equals no other.
+    """
+    walk = _Walk(loop)
+    ready = tuple(
+        (loop._label(h), h.lane, _in_current_batch(loop, h), walk.value(h))  # noqa: SLF001
+        for h in loop._ready  # type: ignore[attr-defined]
+        if not h.cancelled()
+    )
+    timers = tuple(
+        walk.value(t)
+        for t in sorted(loop._scheduled, key=lambda t: (t.when(), t.seq))  # type: ignore[attr-defined]
+        if not t.cancelled()
+    )
+    state = (
+        loop.time(),
+        loop.steps,
+        loop._stopping,  # type: ignore[attr-defined]
+        ready,
+        timers,
+        walk.values(loop.tasks()),
+        tuple(loop._timer_counts.items()),  # noqa: SLF001
+        tuple(str(e) for e in loop.errors),
+        walk.values(loop._observers),  # noqa: SLF001
+    )
+    return (state, walk.deferred_sets()), walk.opaque
+
+
+# --- the search hook ------------------------------------------------------------------
+
+
+class VisitedStates:
+    """A :class:`~sessionguard.loop.dfs.Reduction` that never explores a state twice.
+
+    ``states``: distinct states reached; ``pruned``: runs cut at a state reached
+    before; ``opaque``: states that could not be fingerprinted (never merged),
+    by the type that made them so.
+    """
+
+    def __init__(self) -> None:
+        check_support()
+        self.seen: dict[Hashable, int] = {}
+        self.states = 0
+        self.pruned = 0
+        self.opaque: Counter[str] = Counter()
+        self._bounded = False
+
+    def start_search(self, max_deviations: int | None) -> None:
+        """Called by the DFS before its first run."""
+        self._bounded = max_deviations is not None
+
+    def alternatives(self, node: Node, path: Sequence[Node]) -> Iterable[int]:
+        return range(1, len(node.labels))
+
+    def after_run(self, path: Sequence[Node], result: RunResult | None) -> None:
+        return None
+
+    def first(self, node: Node, path: Sequence[Node], may_deviate: bool) -> int:
+        loop = asyncio.get_running_loop()
+        if not isinstance(loop, ControlledLoop) or loop.violation is not None:
+            return 0  # a flagged run is always run to its verdict
+        key, opaque = fingerprint(loop)
+        if opaque:
+            self.opaque.update(set(opaque))
+        spent = node.deviations
+        before = self.seen.get(key)
+        # Under a deviation bound a state reached with fewer deviations spent
+        # has more schedules ahead of it: explore it again, unless it was
+        # already explored with at most as many spent.
+        if before is not None and (not self._bounded or before <= spent):
+            self.pruned += 1
+            raise RedundantRun(node.step)
+        if before is None:
+            self.states += 1
+        self.seen[key] = spent
+        return 0

@@ -1,0 +1,224 @@
+"""Stateful search (loop/stateful.py): one visit per reachable program state.
+
+The fingerprint must tell apart any two states that can behave differently
+(a value held only on a suspended coroutine's stack included) and must not
+tell apart two states that are the same heap reached in different orders.
+The search must reach the same verdicts and properties as the stateless DFS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Hashable
+from typing import Any
+
+import pytest
+from test_loop_reduction import _explore
+
+from sessionguard.loop import ControlledLoop, VisitedStates, explore_dfs, fingerprint, raised
+from sessionguard.loop.stateful import check_support, frame_slots
+
+Factory = Callable[[], Coroutine[Any, Any, None]]
+
+
+def test_this_interpreter_is_supported() -> None:
+    check_support()  # raises UnsupportedState otherwise
+
+
+def test_frame_slots_see_the_value_stack() -> None:
+    marker = ["held on the stack"]
+
+    class Pause:
+        def __await__(self) -> Any:
+            yield None
+
+    async def holder(arg: str) -> object:
+        return (arg, marker, await Pause())
+
+    coro = holder("an argument")
+    coro.send(None)
+    try:
+        assert coro.cr_frame is not None
+        slots = frame_slots(coro.cr_frame)
+    finally:
+        coro.close()
+    assert any(s is marker for s in slots), "a value on the stack, in no local variable"
+    assert "an argument" in slots
+
+
+def _states_at(factory: Factory, step: int) -> dict[Hashable, list[tuple[int, ...]]]:
+    """Every distinct fingerprint the program has just before loop step `step`, with its schedules."""
+    seen: dict[Hashable, list[tuple[int, ...]]] = {}
+
+    class Record:
+        def alternatives(self, node: Any, path: Any) -> range:
+            return range(1, len(node.labels))
+
+        def after_run(self, path: Any, result: Any) -> None:
+            return None
+
+        def first(self, node: Any, path: Any, may_deviate: bool) -> int:
+            loop = asyncio.get_running_loop()
+            assert isinstance(loop, ControlledLoop)
+            if loop.steps == step:
+                key, opaque = fingerprint(loop)
+                assert not opaque
+                seen.setdefault(key, []).append(tuple(n.choice for n in path))
+            return 0
+
+    explore_dfs(factory, reduction=Record(), stop_on_failure=False)
+    return seen
+
+
+def two_writers(shared: bool) -> Factory:
+    """Two tasks that each add one item, to one shared set or each to its own list."""
+
+    async def main() -> None:
+        box: set[str] = set()
+        lists: dict[str, list[str]] = {"a": [], "b": []}
+
+        async def writer(name: str) -> None:
+            await asyncio.sleep(0)
+            if shared:
+                box.add(name)
+            else:
+                lists[name].append(name)
+            await asyncio.sleep(0)
+
+        tasks = [asyncio.create_task(writer("a")), asyncio.create_task(writer("b"))]
+        await asyncio.gather(*tasks)
+
+    return main
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_independent_orders_reach_one_state(shared: bool) -> None:
+    # After both writers wrote, whichever wrote first, the heap is the same
+    # (a set's iteration order is not part of the state).
+    exploration = explore_dfs(two_writers(shared), stop_on_failure=False)
+    cached = VisitedStates()
+    reduced = explore_dfs(two_writers(shared), reduction=cached, stop_on_failure=False)
+    assert exploration.exhausted and reduced.exhausted
+    assert cached.pruned > 0 and reduced.schedules < exploration.schedules
+
+
+def test_different_heaps_stay_apart() -> None:
+    # Just before step 3 the runs differ in which writer has run: different states.
+    states = _states_at(two_writers(shared=False), 3)
+    assert len(states) > 1
+
+
+def stack_race() -> Factory:
+    """A bug visible only through a value held on a suspended coroutine's stack.
+
+    `reader` reads the box and keeps the value on its value stack across an
+    await. Run FIFO, the writer writes first and the reader sees 1; the other
+    order reads 0. After both steps the two runs have the same variables
+    everywhere; only the reader's stack differs. Merge them and the bad order
+    (reached second) would never be explored.
+    """
+
+    async def main() -> None:
+        box = [0]
+        out: list[int] = []
+
+        async def writer() -> None:
+            box[0] = 1
+
+        async def one() -> int:
+            await asyncio.sleep(0)
+            return 1
+
+        async def reader() -> None:
+            out.append(box[0] + await one())
+
+        w = asyncio.create_task(writer())
+        r = asyncio.create_task(reader())
+        await asyncio.gather(w, r)
+        assert out == [2], f"the reader read the box before the writer wrote it: {out}"
+
+    return main
+
+
+def test_a_value_on_the_stack_keeps_states_apart() -> None:
+    stateless = explore_dfs(stack_race(), is_failure=raised(AssertionError), stop_on_failure=False)
+    assert stateless.found  # the race is real
+    cached = VisitedStates()
+    stateful = explore_dfs(stack_race(), reduction=cached, is_failure=raised(AssertionError), stop_on_failure=False)
+    assert stateful.exhausted and stateful.found
+
+
+def test_unbounded_search_ends_on_a_loop_that_never_settles() -> None:
+    # The step count is part of the state: no state repeats on a path, and the
+    # step limit still ends every run.
+    async def main() -> None:
+        async def spin() -> None:
+            while True:
+                await asyncio.sleep(0)
+
+        asyncio.create_task(spin())
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    ex = explore_dfs(main, reduction=VisitedStates(), max_steps=40, stop_on_failure=False)
+    assert ex.exhausted
+
+
+# --- the gateway's scenarios ------------------------------------------------------------
+
+# Small enough to exhaust without any bound both ways (stateless is the slow side).
+EXHAUSTIBLE = [
+    ("prefix", "cancelled-task"),
+    ("prefix", "dead-owner"),
+    ("seed", "dead-owner-cancelled"),
+    ("seed", "cancelled-task"),
+    ("reference", "dead-owner"),
+    ("reference", "send-hangs"),
+]
+
+
+@pytest.mark.parametrize(("design", "scenario"), EXHAUSTIBLE)
+def test_same_verdicts_and_properties_as_stateless(design: str, scenario: str) -> None:
+    full, full_props = _explore(design, scenario, "none")
+    cached, cached_props = _explore(design, scenario, "stateful")
+    assert full.exhausted and cached.exhausted
+    assert cached_props == full_props
+    assert set(cached.verdicts) == set(full.verdicts)
+    assert cached.schedules < full.schedules
+    if design == "reference":
+        assert not full_props and set(full.verdicts) == {"ok"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("design", "scenario"),
+    [("prefix", "send-hangs"), ("seed", "send-hangs"), ("seed", "cancel-followup"), ("reference", "cancel-followup")],
+)
+def test_same_verdicts_and_properties_as_stateless_slow(design: str, scenario: str) -> None:
+    full, full_props = _explore(design, scenario, "none")
+    cached, cached_props = _explore(design, scenario, "stateful")
+    assert full.exhausted and cached.exhausted
+    assert set(cached.verdicts) == set(full.verdicts) and cached_props == full_props
+
+
+@pytest.mark.parametrize(("design", "scenario"), [("prefix", "stop-midrun"), ("seed", "double-stop")])
+def test_same_properties_under_a_deviation_bound(design: str, scenario: str) -> None:
+    full, full_props = _explore(design, scenario, "none", max_deviations=1)
+    cached, cached_props = _explore(design, scenario, "stateful", max_deviations=1)
+    assert full.exhausted and cached.exhausted
+    assert cached_props == full_props and set(cached.verdicts) == set(full.verdicts)
+
+
+def test_stateful_finds_the_11016_trap() -> None:
+    _, violated = _explore("prefix", "dead-owner", "stateful", max_schedules=50)
+    assert {"no-orphan-guard", "no-trapped-session"} <= violated
+
+
+def test_cli_stateful_exhausts_a_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    from sessionguard.cli import main
+
+    code = main(
+        ["explore", "--design", "reference", "--scenario", "cancelled-task", "--strategy", "dfs", "--reduction", "stateful"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and "reduction=stateful" in out and "exhausted" in out and "states" in out
