@@ -466,21 +466,37 @@ def fingerprint(loop: ControlledLoop) -> tuple[Hashable, list[str]]:
 # --- the search hook ------------------------------------------------------------------
 
 
+_END = -1  # the successor of a run's last step
+
+
 class VisitedStates:
     """A :class:`~sessionguard.loop.dfs.Reduction` that never explores a state twice.
 
     ``states``: distinct states reached; ``pruned``: runs cut at a state reached
-    before; ``opaque``: states that could not be fingerprinted (never merged),
-    by the type that made them so.
+    before (each of them a run not finished, not counted as a schedule);
+    ``opaque``: states that could not be fingerprinted (never merged), by the
+    type that made them so.
+
+    It also keeps the state graph it explored (which lane leads from which
+    state to which), so that after an unbounded search :meth:`paths` can say
+    how many schedules the stateless DFS would have run to cover the same
+    ground, without running them.
     """
 
     def __init__(self) -> None:
         check_support()
-        self.seen: dict[Hashable, int] = {}
-        self.states = 0
+        self.seen: dict[Hashable, tuple[int, int]] = {}  # state -> (its number, deviations spent)
         self.pruned = 0
         self.opaque: Counter[str] = Counter()
         self._bounded = False
+        self._steps: list[int] = []  # state number -> its loop step
+        self._path: list[int] = []  # state numbers along the current run, by loop step
+        self._edges: dict[tuple[int, int], int] = {}  # (state, lane index taken) -> next state or _END
+        self._whole = True  # every state of every run was fingerprinted
+
+    @property
+    def states(self) -> int:
+        return len(self._steps)
 
     def start_search(self, max_deviations: int | None) -> None:
         """Called by the DFS before its first run."""
@@ -490,24 +506,54 @@ class VisitedStates:
         return range(1, len(node.labels))
 
     def after_run(self, path: Sequence[Node], result: RunResult | None) -> None:
-        return None
+        if result is not None and path:
+            last = path[-1]
+            if last.step < len(self._path) and self._path[last.step] >= 0:
+                self._edges[(self._path[last.step], last.choice)] = _END
 
     def first(self, node: Node, path: Sequence[Node], may_deviate: bool) -> int:
+        del self._path[node.step :]
         loop = asyncio.get_running_loop()
         if not isinstance(loop, ControlledLoop) or loop.violation is not None:
-            return 0  # a flagged run is always run to its verdict
+            # A flagged run is always run to its verdict, never cut.
+            self._whole = False
+            self._path.append(-1)
+            return 0
         key, opaque = fingerprint(loop)
         if opaque:
             self.opaque.update(set(opaque))
         spent = node.deviations
         before = self.seen.get(key)
+        number = before[0] if before is not None else len(self._steps)
+        if path and len(self._path) == node.step and self._path[-1] >= 0:
+            self._edges[(self._path[-1], path[-1].choice)] = number
         # Under a deviation bound a state reached with fewer deviations spent
         # has more schedules ahead of it: explore it again, unless it was
         # already explored with at most as many spent.
-        if before is not None and (not self._bounded or before <= spent):
+        if before is not None and (not self._bounded or before[1] <= spent):
             self.pruned += 1
             raise RedundantRun(node.step)
         if before is None:
-            self.states += 1
-        self.seen[key] = spent
+            self._steps.append(node.step)
+        self.seen[key] = (number, spent)
+        self._path.append(number)
         return 0
+
+    def paths(self) -> int | None:
+        """How many schedules an unbounded stateless DFS runs over the graph explored.
+
+        One per path from the first state to the end of a run (a lane taken
+        from a state is one edge). Only meaningful after an exhausted,
+        unbounded search in which every state was fingerprinted; None otherwise.
+        """
+        if self._bounded or not self._whole or not self._steps:
+            return None
+        count: dict[int, int] = {_END: 1}
+        out: dict[int, list[int]] = {}
+        for (state, _lane), target in self._edges.items():
+            out.setdefault(state, []).append(target)
+        # Every step adds one to the loop's step count, which is part of the
+        # state: edges lead from step s to step s + 1, so later steps first.
+        for state in sorted(range(len(self._steps)), key=self._steps.__getitem__, reverse=True):
+            count[state] = sum(count[t] for t in out.get(state, ()))
+        return count[0]

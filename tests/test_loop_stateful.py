@@ -17,6 +17,8 @@ from test_loop_reduction import _explore
 
 from sessionguard.loop import ControlledLoop, VisitedStates, explore_dfs, fingerprint, raised
 from sessionguard.loop.stateful import check_support, frame_slots
+from sessionguard.reference.harness import scenario_run
+from sessionguard.reference.scenarios import SCENARIOS
 
 Factory = Callable[[], Coroutine[Any, Any, None]]
 
@@ -222,3 +224,16 @@ def test_cli_stateful_exhausts_a_scenario(capsys: pytest.CaptureFixture[str]) ->
     )
     out = capsys.readouterr().out
     assert code == 0 and "reduction=stateful" in out and "exhausted" in out and "states" in out
+
+
+@pytest.mark.parametrize(
+    ("design", "scenario"), [("prefix", "dead-owner"), ("seed", "cancelled-task"), ("reference", "send-hangs")]
+)
+def test_the_state_graph_counts_the_stateless_schedules(design: str, scenario: str) -> None:
+    # Every path of the explored state graph is one schedule of the stateless
+    # search: if two different states had been merged, the counts would differ.
+    full, _ = _explore(design, scenario, "none")
+    cached = VisitedStates()
+    explore_dfs(scenario_run(design, SCENARIOS[scenario]), reduction=cached, stop_on_failure=False)
+    assert full.exhausted
+    assert cached.paths() == full.schedules
