@@ -2,11 +2,17 @@
 
 For each named scenario, in one process and side by side:
 
-1. unbounded DFS with no reduction, with sleep sets and with DPOR (each with
-   the same time budget): schedules run, whether the search was exhausted,
-   the verdicts and the violated properties, the wall time, and the ratio of
-   schedules (off / DPOR) when both were exhausted (a lower bound, marked
-   ``>=``, when only the reduced search finished);
+1. unbounded DFS with no reduction, with sleep sets, with DPOR and with the
+   stateful search (each with the same time budget): runs, whether the search
+   was exhausted, the verdicts and the violated properties, the wall time, and
+   the ratio of runs (off / reduced) when both were exhausted (a lower bound,
+   marked ``>=``, when only the reduced search finished). A run is a schedule
+   run to its end or a run cut short as redundant (sleep sets: every ready lane
+   asleep; stateful: a state reached before), since both cost a run of the
+   program. The stateful search also counts, on the state graph it explored,
+   the schedules the search without reduction runs (``paths``): equal to that
+   search's own count wherever it finishes, and the only count there is where
+   it does not;
 2. the same with a deviation bound (``--depth``, the same for both sides),
    where the full search can be exhausted on every scenario.
 
@@ -15,7 +21,7 @@ the same set of violated properties. There is no random choice anywhere (DFS
 is deterministic), so there is no seed to print.
 
 Usage: ``python benchmarks/reduction_bench.py [--quick] [--designs reference,prefix]
-[--scenarios a,b] [--reductions none,sleep,dpor] [--budget S] [--depth D]``
+[--scenarios a,b] [--reductions none,sleep,dpor,stateful] [--budget S] [--depth D]``
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sessionguard.commands.explore import make_reduction
-from sessionguard.loop import RunResult, explore_dfs
+from sessionguard.loop import RunResult, VisitedStates, explore_dfs
 from sessionguard.model import DESIGNS
 from sessionguard.reference.harness import findings_of, scenario_run
 from sessionguard.reference.scenarios import SCENARIOS
@@ -44,11 +50,18 @@ class Side:
     violated: frozenset[str]
     seconds: float
     redundant: int
+    paths: int | None = None  # stateful: the schedules of the search without reduction
+
+    @property
+    def runs(self) -> int:
+        """Runs of the program: schedules run to the end, and runs cut as redundant."""
+        return self.schedules + self.redundant
 
     def cell(self) -> str:
         state = "exhausted" if self.exhausted else "budget out"
-        extra = f", +{self.redundant} redundant" if self.redundant else ""
-        return f"{self.schedules:>7,} ({state}, {self.seconds:6.1f}s{extra})"
+        extra = f", {self.schedules:,} to the end" if self.redundant else ""
+        paths = f", {self.paths:,} paths" if self.paths is not None else ""
+        return f"{self.runs:>7,} runs ({state}, {self.seconds:6.1f}s{extra}{paths})"
 
 
 def explore(design: str, scenario: str, reduction: str, depth: int | None, budget: float) -> Side:
@@ -68,22 +81,22 @@ def explore(design: str, scenario: str, reduction: str, depth: int | None, budge
         stop_on_failure=False,
         max_seconds=budget,
     )
-    redundant = red.stats.redundant_runs if red is not None else 0
+    seconds = time.perf_counter() - started
+    redundant, paths = 0, None
+    if isinstance(red, VisitedStates):
+        redundant = red.pruned
+        paths = red.paths() if ex.exhausted else None
+    elif red is not None:
+        redundant = red.stats.redundant_runs
     return Side(
-        reduction,
-        ex.schedules,
-        ex.exhausted,
-        frozenset(ex.verdicts),
-        frozenset(violated),
-        time.perf_counter() - started,
-        redundant,
+        reduction, ex.schedules, ex.exhausted, frozenset(ex.verdicts), frozenset(violated), seconds, redundant, paths
     )
 
 
 def ratio(full: Side, reduced: Side) -> str:
     if not reduced.exhausted:
         return "-"
-    value = full.schedules / max(reduced.schedules, 1)
+    value = full.runs / max(reduced.runs, 1)
     return f"{value:.1f}x" if full.exhausted else f">={value:.1f}x"
 
 
@@ -173,8 +186,8 @@ def options(argv: Any = None) -> argparse.Namespace:
         if name not in SCENARIOS:
             parser.error(f"unknown scenario {name!r}: see 'sessionguard explore --list'")
     args.sides = args.reductions.split(",")
-    if not set(args.sides) <= {"none", "sleep", "dpor"}:
-        parser.error("--reductions takes none, sleep and dpor, comma-separated")
+    if not set(args.sides) <= {"none", "sleep", "dpor", "stateful"}:
+        parser.error("--reductions takes none, sleep, dpor and stateful, comma-separated")
     args.budget = args.budget if args.budget is not None else (10.0 if args.quick else 120.0)
     args.depth = args.depth if args.depth is not None else (1 if args.quick else 2)
     if args.budget <= 0 or args.depth < 0:

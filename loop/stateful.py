@@ -90,6 +90,7 @@ import contextvars
 import ctypes
 import decimal
 import functools
+import hashlib
 import itertools
 import sys
 import types
@@ -202,10 +203,18 @@ def check_support() -> None:
 
 # --- the walk -------------------------------------------------------------------------
 
-_ATOMS = (type(None), int, str, bytes, type(Ellipsis))
+_ATOMS = frozenset({type(None), int, str, bytes, type(Ellipsis)})
 #: Objects that are the same in every run: they enter the fingerprint by identity.
 _SHARED_TYPES = (type, types.ModuleType, types.CodeType, contextvars.ContextVar, Enum)
 _opaque_ids = itertools.count()
+
+
+#: Tuples and frozensets already judged by `_is_value`, by id, with the object
+#: itself (kept alive, so that its id is not reused while the entry lives).
+#: Sound because neither can change its members; the model's states, which
+#: the refinement check keeps and reuses, are judged once.
+_VALUE_MEMO: dict[int, tuple[object, bool]] = {}
+_VALUE_MEMO_SIZE = 100_000
 
 
 def _is_value(obj: object) -> bool:
@@ -214,8 +223,44 @@ def _is_value(obj: object) -> bool:
     if t in _ATOMS or t is bool or t is float:
         return True
     if isinstance(obj, (tuple, frozenset)):
-        return all(_is_value(x) for x in obj)
+        hit = _VALUE_MEMO.get(id(obj))
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        result = all(_is_value(x) for x in obj)
+        if len(_VALUE_MEMO) >= _VALUE_MEMO_SIZE:
+            _VALUE_MEMO.clear()
+        _VALUE_MEMO[id(obj)] = (obj, result)
+        return result
     return isinstance(obj, _SHARED_TYPES) or _is_shared_builtin(obj)
+
+
+_CANONICAL: dict[int, tuple[object, str]] = {}
+
+
+def _canonical(obj: object) -> str:
+    """The text of a value (see `_is_value`) that equal values share, whatever their history.
+
+    `repr` would do but for frozensets, whose iteration order depends on the
+    order of insertion when members collide: their members are sorted by text.
+    Memoised like `_VALUE_MEMO` (the model's states recur in every state).
+    """
+    if type(obj) in _ATOMS:
+        return repr(obj)
+    hit = _CANONICAL.get(id(obj))
+    if hit is not None and hit[0] is obj:
+        return hit[1]
+    if isinstance(obj, frozenset):
+        text = "frozenset{" + ",".join(sorted(_canonical(x) for x in obj)) + "}"
+    elif isinstance(obj, tuple):
+        text = type(obj).__qualname__ + "(" + ",".join(_canonical(x) for x in obj) + ")"
+    elif type(obj) is bool or type(obj) is float:
+        text = f"{type(obj).__name__}:{obj!r}"
+    else:  # a class, module, code object, enum member or builtin: alive for the whole process
+        text = repr(obj)
+    if len(_CANONICAL) >= _VALUE_MEMO_SIZE:
+        _CANONICAL.clear()
+    _CANONICAL[id(obj)] = (obj, text)
+    return text
 
 
 def _is_shared_builtin(obj: object) -> bool:
@@ -236,12 +281,12 @@ class _Walk:
         self.opaque: list[str] = []
         self.sets: list[set[Any] | frozenset[Any]] = []
 
-    def deferred_sets(self) -> tuple[frozenset[Hashable], ...]:
-        """The contents of every set met by the walk (walking them may meet more)."""
-        out: list[frozenset[Hashable]] = []
+    def deferred_sets(self) -> tuple[tuple[str, ...], ...]:
+        """The contents of every set met by the walk, each sorted by its text (walking them may meet more)."""
+        out: list[tuple[str, ...]] = []
         while len(out) < len(self.sets):
             members = self.sets[len(out)]
-            out.append(frozenset(Counter(self.value(x) for x in members).items()))
+            out.append(tuple(sorted(repr(self.value(x)) for x in members)))
         return tuple(out)
 
     def value(self, obj: object) -> Hashable:
@@ -253,7 +298,7 @@ class _Walk:
         if isinstance(obj, _SHARED_TYPES) or _is_shared_builtin(obj):
             return obj  # type: ignore[return-value]
         if (t is tuple or t is frozenset or isinstance(obj, tuple)) and _is_value(obj):
-            return (t, obj)
+            return ("value", _canonical(obj))
         if obj is _EMPTY:
             return obj
         n = self.seen.get(id(obj))
@@ -286,8 +331,7 @@ class _Walk:
         if isinstance(obj, (types.CoroutineType, types.GeneratorType, types.AsyncGeneratorType)):
             return self._coroutine(obj)
         if isinstance(obj, types.FunctionType):
-            if obj.__closure__ is None and not obj.__defaults__ and not obj.__kwdefaults__:
-                return obj
+            # By its code, not by identity: a nested function is made anew in every run.
             return (
                 "fn",
                 obj.__code__,
@@ -432,11 +476,14 @@ def _in_current_batch(loop: Any, handle: Any) -> bool:
     return bool(handle.batch < loop._iteration)  # numbered by the iteration that queued it
 
 
-def fingerprint(loop: ControlledLoop) -> tuple[Hashable, list[str]]:
-    """The state of a run between two steps, and the types the walk could not look into.
+def fingerprint(loop: ControlledLoop) -> tuple[str, list[str]]:
+    """The state of a run between two steps as text, and the types the walk could not look into.
 
-    Equal fingerprints mean equal states (see the module docstring for what is
-    assumed); a state with opaque parts equals no other.
+    Equal texts mean equal states (see the module docstring for what is
+    assumed); a state with opaque parts equals no other. The text is canonical
+    (every set in it is sorted), and everything in it that is not a number, a
+    string or a structure of them is an object alive for the whole process (a
+    class, a code object), written with its address.
     """
     walk = _Walk(loop)
     ready = tuple(
@@ -460,7 +507,16 @@ def fingerprint(loop: ControlledLoop) -> tuple[Hashable, list[str]]:
         tuple(str(e) for e in loop.errors),
         walk.values(loop._observers),  # noqa: SLF001
     )
-    return (state, walk.deferred_sets()), walk.opaque
+    return repr((state, walk.deferred_sets())), walk.opaque
+
+
+def digest(text: str) -> bytes:
+    """A 128-bit digest of a state's text: what the search keeps of each state.
+
+    Two different states share a digest with probability about 2**-128 per
+    pair: below 10**-26 for any search of a million states.
+    """
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
 # --- the search hook ------------------------------------------------------------------
@@ -483,9 +539,10 @@ class VisitedStates:
     ground, without running them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, exact: bool = False) -> None:
         check_support()
-        self.seen: dict[Hashable, tuple[int, int]] = {}  # state -> (its number, deviations spent)
+        self.exact = exact  # keep each state's whole text instead of its digest (tests, diagnosis)
+        self.seen: dict[str | bytes, tuple[int, int]] = {}  # state -> (its number, deviations spent)
         self.pruned = 0
         self.opaque: Counter[str] = Counter()
         self._bounded = False
@@ -519,9 +576,10 @@ class VisitedStates:
             self._whole = False
             self._path.append(-1)
             return 0
-        key, opaque = fingerprint(loop)
+        text, opaque = fingerprint(loop)
         if opaque:
             self.opaque.update(set(opaque))
+        key = text if self.exact else digest(text)
         spent = node.deviations
         before = self.seen.get(key)
         number = before[0] if before is not None else len(self._steps)
