@@ -156,7 +156,13 @@ def explore_dfs(
         result: RunResult | None
         try:
             result = harness.run(_PathChooser(path, len(path), max_deviations, red))
-        except RedundantRun:
+        except RedundantRun as redundant:
+            # The loop keeps the exception (`abandoned`) and its traceback keeps
+            # the loop: a cycle that holds every task of the run until the
+            # cyclic collector runs. asyncio's set of all tasks then fills with
+            # tasks of equal hashes (each loop numbers its own from 1), and
+            # creating a task gets slower with every run. Break the cycle.
+            redundant.__traceback__ = None
             result = None
         except BaseException:
             red.after_run(path, None)  # a reduction may have instruments to remove

@@ -209,11 +209,11 @@ _SHARED_TYPES = (type, types.ModuleType, types.CodeType, contextvars.ContextVar,
 _opaque_ids = itertools.count()
 
 
-#: Tuples and frozensets already judged by `_is_value`, by id, with the object
-#: itself (kept alive, so that its id is not reused while the entry lives).
+#: Tuples and frozensets found to be values by `_is_value`, by id, with the
+#: object itself (kept alive, so that its id is not reused while the entry lives).
 #: Sound because neither can change its members; the model's states, which
 #: the refinement check keeps and reuses, are judged once.
-_VALUE_MEMO: dict[int, tuple[object, bool]] = {}
+_VALUE_MEMO: dict[int, tuple[object, bool]] = {}  # (the object, True)
 _VALUE_MEMO_SIZE = 100_000
 
 
@@ -226,11 +226,12 @@ def _is_value(obj: object) -> bool:
         hit = _VALUE_MEMO.get(id(obj))
         if hit is not None and hit[0] is obj:
             return hit[1]
-        result = all(_is_value(x) for x in obj)
+        if not all(_is_value(x) for x in obj):
+            return False  # not kept: it holds objects of the run, which must not outlive it
         if len(_VALUE_MEMO) >= _VALUE_MEMO_SIZE:
             _VALUE_MEMO.clear()
-        _VALUE_MEMO[id(obj)] = (obj, result)
-        return result
+        _VALUE_MEMO[id(obj)] = (obj, True)
+        return True
     return isinstance(obj, _SHARED_TYPES) or _is_shared_builtin(obj)
 
 
@@ -291,99 +292,115 @@ class _Walk:
 
     def value(self, obj: object) -> Hashable:
         t = type(obj)
-        if t in _ATOMS:
+        kind = _KINDS.get(t)
+        if kind is None:
+            kind = _KINDS[t] = _classify(t)
+        if kind == "atom":
             return obj  # type: ignore[return-value]
-        if t is bool or t is float:
+        if kind == "tagged":
             return (t.__name__, obj)  # 1, 1.0 and True are equal as keys; not as state
-        if isinstance(obj, _SHARED_TYPES) or _is_shared_builtin(obj):
+        if kind == "shared" or (kind == "builtin" and _is_shared_builtin(obj)):
             return obj  # type: ignore[return-value]
-        if (t is tuple or t is frozenset or isinstance(obj, tuple)) and _is_value(obj):
+        if kind == "tuple" and _is_value(obj):
             return ("value", _canonical(obj))
-        if obj is _EMPTY:
-            return obj
         n = self.seen.get(id(obj))
         if n is not None:
             return ("@", n)
         self.seen[id(obj)] = len(self.seen)
         self.alive.append(obj)
-        return self._visit(obj, t)
-
-    def values(self, items: Iterable[object]) -> tuple[Hashable, ...]:
-        return tuple(self.value(x) for x in items)
-
-    def _visit(self, obj: Any, t: type) -> Hashable:
         if obj is self.loop:
             return ("loop",)
-        if isinstance(obj, (tuple, list, deque)):
-            return (t, self.values(obj))
-        if isinstance(obj, dict):
-            return (t, tuple((self.value(k), self.value(v)) for k, v in obj.items()))
-        if isinstance(obj, (set, frozenset)):
-            # A set's order follows its members' hashes: memory addresses for most
-            # objects, creation order for the loop's tasks and futures. Neither is
-            # part of the state (assumption 2), so a set enters as an unordered
-            # collection, and after everything else: its members are numbered at
-            # their places outside the set wherever they have one.
-            self.sets.append(obj)
-            return (t, "set", len(self.sets) - 1)
-        if isinstance(obj, asyncio.Future):
-            return self._future(obj)
-        if isinstance(obj, (types.CoroutineType, types.GeneratorType, types.AsyncGeneratorType)):
-            return self._coroutine(obj)
-        if isinstance(obj, types.FunctionType):
-            # By its code, not by identity: a nested function is made anew in every run.
-            return (
-                "fn",
-                obj.__code__,
-                self.values(_cell(c) for c in obj.__closure__ or ()),
-                self.value(obj.__defaults__),
-                self.value(obj.__kwdefaults__),
-            )
-        if isinstance(obj, types.MethodType):
-            return ("method", self.value(obj.__func__), self.value(obj.__self__))
-        if isinstance(obj, types.BuiltinMethodType):  # bound to an object of the run
-            return ("builtin-method", obj.__name__, self.value(obj.__self__))
-        if isinstance(obj, types.CellType):
-            return ("cell", self.value(_cell(obj)))
-        if isinstance(obj, functools.partial):
-            return ("partial", self.value(obj.func), self.value(obj.args), self.value(obj.keywords))
-        if isinstance(obj, asyncio.Handle):
-            return self._handle(obj)
-        if isinstance(obj, contextvars.Context):
-            return ("context", tuple((var, self.value(v)) for var, v in obj.items()))
-        if isinstance(obj, decimal.Context):  # in every task's context once `decimal` is used
-            return (t, repr(obj))  # its repr lists every setting
-        if isinstance(obj, BaseException):
-            # The traceback only tells where it was raised; it cannot change what runs.
-            return (
-                t,
-                self.value(obj.args),
-                self.value(getattr(obj, "__dict__", None)),
-                self.value(obj.__cause__),
-                self.value(obj.__context__),
-                obj.__suppress_context__,
-            )
-        if isinstance(obj, weakref.ref):
-            return ("weakref", self.value(obj()))
-        if t.__name__ == "FutureIter" and t.__module__ == "_asyncio":
-            # `await fut` on asyncio's C future: the iterator holds the future and nothing else.
-            return ("future-iter", self.value(_c_field(obj, 2)))
-        if t.__name__ == "TaskStepMethWrapper":
-            # A C task's scheduled step: the task, and what to throw into it (a cancellation).
-            return ("task-step", self.value(_c_field(obj, 2)), self.value(_c_field(obj, 3)))
-        if t.__module__ == "builtins" and t.__name__.endswith("iterator"):
-            # A `for` loop's iterator over a list, tuple, range, dict: its sequence and position.
-            return ("iterator", t, self.value(obj.__reduce__()))
-        declared = getattr(obj, "__sessionguard_state__", None)
-        if declared is not None and callable(declared):
-            return (t, self.value(declared()))
+        return getattr(self, "_" + kind)(obj, t)  # type: ignore[no-any-return]
+
+    def values(self, items: Iterable[object]) -> tuple[Hashable, ...]:
+        return tuple([self.value(x) for x in items])
+
+    # One method per kind of object (see `_classify`), each writing what the object holds.
+
+    def _tuple(self, obj: Any, t: type) -> Hashable:
+        if isinstance(obj, frozenset):
+            return self._set(obj, t)
+        return (t, self.values(obj))
+
+    _sequence = _tuple
+
+    def _dict(self, obj: dict[Any, Any], t: type) -> Hashable:
+        return (t, tuple([(self.value(k), self.value(v)) for k, v in obj.items()]))
+
+    def _set(self, obj: Any, t: type) -> Hashable:
+        # A set's order follows its members' hashes: memory addresses for most
+        # objects, creation order for the loop's tasks and futures. Neither is
+        # part of the state (assumption 2), so a set enters as an unordered
+        # collection, and after everything else: its members are numbered at
+        # their places outside the set wherever they have one.
+        self.sets.append(obj)
+        return (t, "set", len(self.sets) - 1)
+
+    def _function(self, obj: types.FunctionType, t: type) -> Hashable:
+        # By its code, not by identity: a nested function is made anew in every run.
+        return (
+            "fn",
+            obj.__code__,
+            self.values(_cell(c) for c in obj.__closure__ or ()),
+            self.value(obj.__defaults__),
+            self.value(obj.__kwdefaults__),
+        )
+
+    def _method(self, obj: types.MethodType, t: type) -> Hashable:
+        return ("method", self.value(obj.__func__), self.value(obj.__self__))
+
+    def _builtin(self, obj: types.BuiltinMethodType, t: type) -> Hashable:
+        return ("builtin-method", obj.__name__, self.value(obj.__self__))  # bound to an object of the run
+
+    def _cell(self, obj: types.CellType, t: type) -> Hashable:
+        return ("cell", self.value(_cell(obj)))
+
+    def _partial(self, obj: functools.partial[Any], t: type) -> Hashable:
+        return ("partial", self.value(obj.func), self.value(obj.args), self.value(obj.keywords))
+
+    def _context(self, obj: contextvars.Context, t: type) -> Hashable:
+        return ("context", tuple([(var, self.value(v)) for var, v in obj.items()]))
+
+    def _decimal(self, obj: decimal.Context, t: type) -> Hashable:
+        return (t, repr(obj))  # in every task's context once `decimal` is used; its repr lists every setting
+
+    def _exception(self, obj: BaseException, t: type) -> Hashable:
+        # The traceback only tells where it was raised; it cannot change what runs.
+        return (
+            t,
+            self.value(obj.args),
+            self.value(getattr(obj, "__dict__", None)),
+            self.value(obj.__cause__),
+            self.value(obj.__context__),
+            obj.__suppress_context__,
+        )
+
+    def _weakref(self, obj: weakref.ref[Any], t: type) -> Hashable:
+        return ("weakref", self.value(obj()))
+
+    def _future_iter(self, obj: object, t: type) -> Hashable:
+        # `await fut` on asyncio's C future: the iterator holds the future and nothing else.
+        return ("future-iter", self.value(_c_field(obj, 2)))
+
+    def _task_step(self, obj: object, t: type) -> Hashable:
+        # A C task's scheduled step: the task, and what to throw into it (a cancellation).
+        return ("task-step", self.value(_c_field(obj, 2)), self.value(_c_field(obj, 3)))
+
+    def _iterator(self, obj: Any, t: type) -> Hashable:
+        # A `for` loop's iterator over a list, tuple, range, dict: its sequence and position.
+        return ("iterator", t, self.value(obj.__reduce__()))
+
+    def _declared(self, obj: Any, t: type) -> Hashable:
+        return (t, self.value(obj.__sessionguard_state__()))
+
+    def _object(self, obj: object, t: type) -> Hashable:
         fields = _fields(obj)
         if fields is None:
             self.opaque.append(f"{t.__module__}.{t.__qualname__}")
             return ("opaque", next(_opaque_ids))
-        return (t, tuple((name, self.value(v)) for name, v in fields))
+        return (t, tuple([(name, self.value(v)) for name, v in fields]))
 
-    def _future(self, fut: asyncio.Future[Any]) -> Hashable:
+    def _future(self, fut: asyncio.Future[Any], t: type) -> Hashable:
         state = fut._state  # type: ignore[attr-defined]
         parts: list[Hashable] = [
             type(fut),
@@ -404,7 +421,7 @@ class _Walk:
             ]
         return tuple(parts)
 
-    def _coroutine(self, coro: Any) -> Hashable:
+    def _coroutine(self, coro: Any, t: type) -> Hashable:
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
         code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None) or getattr(coro, "ag_code", None)
         if frame is None:
@@ -415,7 +432,7 @@ class _Walk:
             return ("opaque", next(_opaque_ids))
         return ("frame", code, frame.f_lasti, self.values(frame_slots(frame)))
 
-    def _handle(self, handle: asyncio.Handle) -> Hashable:
+    def _handle(self, handle: asyncio.Handle, t: type) -> Hashable:
         callback = handle._callback  # type: ignore[attr-defined]
         args = handle._args  # type: ignore[attr-defined]
         return (
@@ -428,6 +445,52 @@ class _Walk:
             getattr(handle, "lane", None),
             self.value(handle._context),  # type: ignore[attr-defined]
         )
+
+
+#: The kind of every type met so far: which `_Walk` method writes its objects.
+_KINDS: dict[type, str] = {}
+
+
+def _classify(t: type) -> str:
+    """Which method of `_Walk` writes objects of type `t` (`value` itself handles the first five)."""
+    if t in _ATOMS:
+        return "atom"
+    if t is bool or t is float:
+        return "tagged"
+    if issubclass(t, _SHARED_TYPES):
+        return "shared"
+    if issubclass(t, types.BuiltinFunctionType):
+        return "builtin"  # shared unless bound to an object of the run
+    if issubclass(t, (tuple, frozenset)):
+        return "tuple"  # a value if everything in it is one
+    by_base: tuple[tuple[type | tuple[type, ...], str], ...] = (
+        ((list, deque), "sequence"),
+        (dict, "dict"),
+        (set, "set"),
+        (asyncio.Future, "future"),
+        ((types.CoroutineType, types.GeneratorType, types.AsyncGeneratorType), "coroutine"),
+        (types.FunctionType, "function"),
+        (types.MethodType, "method"),
+        (types.CellType, "cell"),
+        (functools.partial, "partial"),
+        (asyncio.Handle, "handle"),
+        (contextvars.Context, "context"),
+        (decimal.Context, "decimal"),
+        (BaseException, "exception"),
+        (weakref.ref, "weakref"),
+    )
+    for base, kind in by_base:
+        if issubclass(t, base):
+            return kind
+    if t.__name__ == "FutureIter" and t.__module__ == "_asyncio":
+        return "future_iter"
+    if t.__name__ == "TaskStepMethWrapper":
+        return "task_step"
+    if t.__module__ == "builtins" and t.__name__.endswith("iterator"):
+        return "iterator"
+    if callable(getattr(t, "__sessionguard_state__", None)):
+        return "declared"
+    return "object"
 
 
 def _c_field(obj: object, index: int) -> object:
@@ -445,26 +508,23 @@ def _cell(cell: types.CellType) -> object:
 
 def _fields(obj: object) -> list[tuple[str, object]] | None:
     """An object's attributes: its __dict__ and its slots (None: neither, a C object)."""
-    out: list[tuple[str, object]] = []
-    found = False
+    t = type(obj)
+    slots = _SLOTS.get(t)
+    if slots is None:
+        names = []
+        for klass in t.__mro__:
+            declared = klass.__dict__.get("__slots__", ())
+            names += [declared] if isinstance(declared, str) else list(declared)
+        slots = _SLOTS[t] = tuple(n for n in names if n not in ("__dict__", "__weakref__"))
     d = getattr(obj, "__dict__", None)
-    if isinstance(d, dict):
-        found = True
-        out.extend(d.items())
-    for klass in type(obj).__mro__:
-        slots = klass.__dict__.get("__slots__", ())
-        if isinstance(slots, str):
-            slots = (slots,)
-        for name in slots:
-            if name in ("__dict__", "__weakref__"):
-                continue
-            found = True
-            out.append((name, getattr(obj, name, _EMPTY)))
-    if not found and type(obj).__flags__ & _HEAPTYPE:
-        return out  # a class written in Python that keeps no state of its own
-    return out if found else None
+    if not isinstance(d, dict):
+        if not slots and not t.__flags__ & _HEAPTYPE:
+            return None  # written in C, and nothing to read it by
+        d = {}
+    return [*d.items(), *((name, getattr(obj, name, _EMPTY)) for name in slots)]
 
 
+_SLOTS: dict[type, tuple[str, ...]] = {}
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by a class statement, not written in C
 
 
@@ -523,6 +583,7 @@ def digest(text: str) -> bytes:
 
 
 _END = -1  # the successor of a run's last step
+_PASS = -2  # on the current run: a state with one ready lane, not written down
 
 
 class VisitedStates:
@@ -564,12 +625,27 @@ class VisitedStates:
 
     def after_run(self, path: Sequence[Node], result: RunResult | None) -> None:
         if result is not None and path:
-            last = path[-1]
-            if last.step < len(self._path) and self._path[last.step] >= 0:
-                self._edges[(self._path[last.step], last.choice)] = _END
+            origin = self._origin(len(path), path)
+            if origin is not None:
+                self._edges[origin] = _END
+
+    def _origin(self, step: int, path: Sequence[Node]) -> tuple[int, int] | None:
+        """The last written-down state before loop step `step`, and the lane taken from it."""
+        i = step - 1
+        while i >= 0 and self._path[i] == _PASS:
+            i -= 1
+        if i < 0 or self._path[i] < 0:
+            return None
+        return (self._path[i], path[i].choice)
 
     def first(self, node: Node, path: Sequence[Node], may_deviate: bool) -> int:
         del self._path[node.step :]
+        if len(node.labels) == 1 and node.step > 0:
+            # One ready lane: nothing to choose, and the state is written down
+            # at the next choice anyway (a run that got here by another path is
+            # cut there). Most steps of a run are such steps.
+            self._path.append(_PASS)
+            return 0
         loop = asyncio.get_running_loop()
         if not isinstance(loop, ControlledLoop) or loop.violation is not None:
             # A flagged run is always run to its verdict, never cut.
@@ -583,8 +659,9 @@ class VisitedStates:
         spent = node.deviations
         before = self.seen.get(key)
         number = before[0] if before is not None else len(self._steps)
-        if path and len(self._path) == node.step and self._path[-1] >= 0:
-            self._edges[(self._path[-1], path[-1].choice)] = number
+        origin = self._origin(node.step, path)
+        if origin is not None:
+            self._edges[origin] = number
         # Under a deviation bound a state reached with fewer deviations spent
         # has more schedules ahead of it: explore it again, unless it was
         # already explored with at most as many spent.
