@@ -29,6 +29,7 @@ WORKLOADS = [
     ("3 messages, 4 kinds", "seed", {"messages": 3, "faults": 1}),
     ("4 messages (text,/stop)", "prefix", {"messages": 4, "faults": 1, "kinds": ["text", "/stop"]}),
     ("4 messages (text,/stop)", "seed", {"messages": 4, "faults": 1, "kinds": ["text", "/stop"]}),
+    ("4 messages (text,/stop)", "reference", {"messages": 4, "faults": 1, "kinds": ["text", "/stop"]}),
     ("4 messages, 4 kinds", "reference", {"messages": 4, "faults": 1}),
 ]
 

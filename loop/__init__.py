@@ -86,10 +86,10 @@ from .explore import (
 from .pct import PCTChooser, explore_pct
 from .random_walk import RandomChooser, explore_random
 from .reduction import DPOR, Footprint, SleepSets, StepRecorder
-from .stateful import UnsupportedState, VisitedStates, fingerprint
 from .runner import CoroFactory, ReplayChooser, RunResult, Verdict, replay, run
 from .schedule import Schedule, python_version
 from .shrink import IndexChooser, shrink
+from .stateful import UnsupportedState, VisitedStates, fingerprint
 
 __all__ = [
     "DEFAULT_MAX_STEPS",

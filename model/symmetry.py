@@ -64,17 +64,17 @@ def forget_history(state: State) -> State:
     messages: list[Message] | None = None
     oldest_unrun: dict[int, int] = {}  # per session: the oldest ordinary message that may still run
     for m, msg in enumerate(state.messages):
-        if msg.during and msg.runs:
+        kind, session, runs, fate, reply, during = msg  # one unpacking is cheaper than field reads
+        if during and runs:
             # Which commands were in flight when it arrived matters only until it runs.
-            msg = new_record(Message, (msg.kind, msg.session, msg.runs, msg.fate, msg.reply, ()))
             if messages is None:
                 messages = list(state.messages)
-            messages[m] = msg
-        if msg.fate is None:
-            if msg.runs == 0 and msg.kind in ORDINARY and msg.session not in oldest_unrun:
-                oldest_unrun[msg.session] = m
+            messages[m] = new_record(Message, (kind, session, runs, fate, reply, ()))
+        if fate is None:
+            if runs == 0 and kind in ORDINARY and session not in oldest_unrun:
+                oldest_unrun[session] = m
             continue
-        if msg.fate == DONE or msg.reply == OWED or msg.fate not in OK_FATES:
+        if fate == DONE or reply == OWED or fate not in OK_FATES:
             continue
         if held is None:
             held = holders(state)
@@ -82,7 +82,7 @@ def forget_history(state: State) -> State:
             continue
         if messages is None:
             messages = list(state.messages)
-        messages[m] = new_record(Message, ("", msg.session, msg.runs if msg.runs > 1 else 0, DONE, None, ()))
+        messages[m] = new_record(Message, ("", session, runs if runs > 1 else 0, DONE, None, ()))
     sessions = state.sessions
     for k, sess in enumerate(sessions):
         if sess.last_run >= 0 and oldest_unrun.get(k, sess.last_run) >= sess.last_run:

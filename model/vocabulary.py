@@ -184,7 +184,7 @@ def initial_state(bounds: Bounds) -> State:
     return State(sessions=tuple(Session() for _ in range(bounds.sessions)))
 
 
-@dataclass
+@dataclass(slots=True)  # one is made for every transition: slots make that cheaper
 class Step:
     """One transition: who moved, which rule of the design, and what happened."""
 

@@ -58,7 +58,7 @@ class SessionW:
 Effect = tuple[Any, ...]
 
 
-@dataclass
+@dataclass(slots=True)
 class TaskW:
     tid: int
     session: int
@@ -76,7 +76,7 @@ class TaskW:
         self.levels[-1] = level
 
 
-@dataclass
+@dataclass(slots=True)
 class HandlerW:
     mid: int
     session: int
@@ -97,18 +97,25 @@ class World:
     state it came from.
     """
 
+    __slots__ = (
+        "log", "sessions", "_tasks", "handlers", "messages", "_set_guards",
+        "faults_used", "stopped", "extra", "_next_guard", "_next_task",
+    )
+
     def __init__(self, state: State) -> None:
-        self.log: list[Effect] = []
-        self.sessions = [SessionW(k, s, self.log) for k, s in enumerate(state.sessions)]
-        self._tasks: list[Task | TaskW] = list(state.tasks)
+        sessions, tasks, handlers, messages, set_guards, faults_used, stopped, extra = state
+        log: list[Effect] = []
+        self.log = log
+        self.sessions = [SessionW(k, s, log) for k, s in enumerate(sessions)]
+        self._tasks: list[Task | TaskW] = list(tasks)
         # Read-only iteration works on either kind of record; mutate only what
         # `handler(mid)` returns.
-        self.handlers: list[Handler | HandlerW] = list(state.handlers)
-        self.messages = list(state.messages)
-        self._set_guards: frozenset[int] | set[int] = state.set_guards
-        self.faults_used = state.faults_used
-        self.stopped = state.stopped
-        self.extra = state.extra
+        self.handlers: list[Handler | HandlerW] = list(handlers)
+        self.messages = list(messages)
+        self._set_guards: frozenset[int] | set[int] = set_guards
+        self.faults_used = faults_used
+        self.stopped = stopped
+        self.extra = extra
         self._next_guard: int | None = None  # computed when first needed
         self._next_task: int | None = None
 
@@ -241,22 +248,91 @@ class World:
         levels, then handlers) and tasks by position; a reference to a task
         that has ended becomes DEAD.  Every record whose content does not
         change is kept as it is, so most of a state is shared with the state
-        it came from (and most steps rename nothing).
+        it came from.
+
+        Most steps rename nothing: the guards in use are already numbered
+        0, 1, ... in order of first use and every task id is its position.
+        Those take the short path below, which only rebuilds the records a
+        rule changed; `_freeze_renaming` does the general case.
         """
+        sessions_w = self.sessions
+        tasks_w = self._tasks
+        handlers_w = self.handlers
         gmap: dict[int, int] = {}
-        for s in self.sessions:
+        renamed = False  # does some guard get a new number?
+        for s in sessions_w:
             x = s._guard
             if x is not None and x not in gmap:
+                renamed = renamed or x != len(gmap)
                 gmap[x] = len(gmap)
-        for t in self._tasks:
+        positional = True  # is every task id its position?
+        for i, t in enumerate(tasks_w):
+            if t.tid != i:
+                positional = False
             for lv in t.levels:
                 x = lv[1]
                 if x is not None and x not in gmap:
+                    renamed = renamed or x != len(gmap)
                     gmap[x] = len(gmap)
-        for h in self.handlers:
-            for x in (h.old, h.cg):
-                if x is not None and x not in gmap:
-                    gmap[x] = len(gmap)
+        for h in handlers_w:
+            x = h.old
+            if x is not None and x not in gmap:
+                renamed = renamed or x != len(gmap)
+                gmap[x] = len(gmap)
+            x = h.cg
+            if x is not None and x not in gmap:
+                renamed = renamed or x != len(gmap)
+                gmap[x] = len(gmap)
+        set_guards = self._set_guards
+        if set_guards and not renamed:
+            # A set flag of a guard no one holds any more is dropped: that is a renaming too.
+            renamed = not set_guards <= gmap.keys()
+        if renamed or not positional:
+            return self._freeze_renaming(gmap)
+
+        # Nothing is renamed, but a reference to a task that ended becomes DEAD:
+        # with task ids equal to positions, that is any id outside 0..n-1.
+        n = len(tasks_w)
+        sessions: list[Session] = []
+        for s in sessions_w:
+            owner, runner = s.owner, s.runner
+            if owner is not None and not DEAD <= owner < n:
+                owner = DEAD
+            if runner is not None and not DEAD <= runner < n:
+                runner = DEAD
+            fields = (s._guard, owner, s.pending, runner, s.last_run)
+            src = s._src
+            sessions.append(src if fields == src else new_record(Session, fields))
+        tasks: list[Task] = []
+        for i, t in enumerate(tasks_w):
+            if type(t) is Task:
+                tasks.append(t)
+            else:
+                tasks.append(new_record(Task, (i, t.session, t.pc, tuple(t.levels), t.cancel, t.hung, t.unwind)))
+        handlers: list[Handler] = []
+        for h in handlers_w:
+            target = h.target
+            if target is not None and not DEAD <= target < n:
+                target = DEAD
+            if type(h) is Handler and target == h.target:
+                handlers.append(h)
+            else:
+                handlers.append(new_record(Handler, (h.mid, h.session, h.pc, h.old, h.cg, target, h.hung)))
+        if type(set_guards) is not frozenset:
+            set_guards = frozenset(set_guards)
+        return new_record(State, (
+            tuple(sessions),
+            tuple(tasks),
+            tuple(handlers),
+            tuple(self.messages),
+            set_guards,
+            self.faults_used,
+            self.stopped,
+            self.extra,
+        ))
+
+    def _freeze_renaming(self, gmap: dict[int, int]) -> State:
+        """`freeze()` for a step after which guards or tasks get new numbers."""
         tmap = {t.tid: i for i, t in enumerate(self._tasks)}
 
         def tid(x: int | None) -> int | None:
