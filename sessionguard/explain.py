@@ -214,7 +214,7 @@ def from_data(data: dict[str, Any], path: str, *, design: str | None = None, pro
         if not isinstance(r, dict) or not isinstance(r.get("verdicts"), list):
             raise ExplainError(f"{path}: a report without a 'verdicts' list")
         name = r.get("design")
-        if name not in DESIGNS:
+        if not isinstance(name, str) or name not in DESIGNS:
             raise ExplainError(f"{path}: unknown design {name!r} in the file")
         if design is not None and name != design:
             continue
@@ -231,7 +231,7 @@ def from_data(data: dict[str, Any], path: str, *, design: str | None = None, pro
         raise ExplainError(f"{path}: {len(found)} counterexamples ({names}): choose one with --design and --property")
     name, r, v = found[0]
     pname = v.get("property")
-    if pname not in BY_NAME:
+    if not isinstance(pname, str) or pname not in BY_NAME:
         raise ExplainError(f"{path}: unknown property {pname!r} in the file")
     bounds = _bounds_from(path, r.get("bounds"))
     d = DESIGNS[name]

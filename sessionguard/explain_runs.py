@@ -73,7 +73,7 @@ def from_schedule(design: str, scenario: Any, schedule: Any, *, prop: str | None
     from sessionguard.loop.errors import ScheduleVersionError
     from sessionguard.reference.harness import findings_of, mismatch_of
 
-    if design not in DESIGNS:
+    if not isinstance(design, str) or design not in DESIGNS:
         raise ExplainError(f"unknown design {design!r} in the run: use one of {', '.join(DESIGNS)}")
     try:
         schedule.check_version()
@@ -273,7 +273,7 @@ def _prove_report(data: dict[str, Any], path: str, design: str | None, prop: str
         raise ExplainError(f"{path}: {len(found)} counterexamples ({names}): choose one with --design and --property")
     name, x = found[0]
     pname = x.get("property")
-    if name not in DESIGNS or pname not in BY_NAME:
+    if not isinstance(name, str) or not isinstance(pname, str) or name not in DESIGNS or pname not in BY_NAME:
         raise ExplainError(f"{path}: unknown design or property ({name}/{pname}) in the prove report")
     states = x["trace"].get("states") if isinstance(x["trace"], dict) else None
     if not isinstance(states, list) or not all(isinstance(s, dict) for s in states):

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"replay: {exc}") from None
     if args.design is not None:
         design = args.design
-    if design not in DESIGNS:
+    if not isinstance(design, str) or design not in DESIGNS:
         raise UsageError(f"replay: unknown design {design!r}: use one of {', '.join(DESIGNS)}")
     try:
         schedule.check_version()
