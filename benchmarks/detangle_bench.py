@@ -22,7 +22,19 @@ are turned off: the scripted faults produce them on purpose. Shrinking is off
 on both sides; detangle's time still includes the one traced replay it makes
 of a failing schedule before it reports it.
 
-Printed, with ratios ours / theirs (below 1: ours needs fewer):
+Both tools run in one process, so each could pay for the other. The
+refinement check memoises the model's successors per design and bounds in
+one process-wide cache, and the garbage collector collects, at moments set
+by counts of allocations, whatever either tool left. Every search (each seed
+of section 1, each of section 2, each chunk of section 3) therefore starts
+with that cache emptied and a full collection, so that neither tool
+inherits the model states the other discovered or its garbage; and in
+sections 1 and 3 the two tools take turns going first (ours first for even
+seeds and chunks). Without this, ours, always first, paid for both: a
+single run of prefix ``cancelled-task`` cost ours 4.0 ms against 1.7 ms,
+and the same 1.5 ms each with the collector off.
+
+Printed, with ratios ours / theirs (below 1: ours needs fewer or less):
 
 1. runs and wall time to the first violation, medians over ``--seeds`` seeds
    (random walk against random walk, PCT depth 3 against PCT depth 3), for
@@ -34,28 +46,41 @@ Printed, with ratios ours / theirs (below 1: ours needs fewer):
    run (which makes it unbounded). The two loops split a run into lanes a
    little differently (detangle puts fired timers in the callback lane; we
    give each timer its own), so the counts are of the same program under
-   each tool's own notion of a schedule.
+   each tool's own notion of a schedule;
+3. what the medians of section 1 estimate, measured directly: the chance
+   that one run fails (with its 95% interval) and the cost of one run, over
+   ``--rate-runs`` runs per tool in chunks of 250 that alternate between
+   the tools (each chunk a search of its own, seeds 0, 1, ..., that does
+   not stop at a failure), and from them the expected time to the first
+   violation (cost / chance). A median over 20 seeds of a rare bug moves by
+   about a third with the seeds; these move much less. Our random walk
+   never runs a schedule twice, and stops early when it has run them all
+   (prefix ``cancelled-task`` has 124): it then counts the runs it made.
 
 Seeds are 0 .. seeds-1 for both tools; every failure line prints the seed.
-Usage: ``python benchmarks/detangle_bench.py [--quick] [--seeds N]``
+Usage: ``python benchmarks/detangle_bench.py [--quick] [--seeds N] [--rate-runs N]``
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import math
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import sessionguard.reference.harness as harness
 from sessionguard.commands.explore import make_reduction
 from sessionguard.loop import RunResult, explore_dfs, explore_pct, explore_random
 from sessionguard.loop.controlled import ControlledLoop
 from sessionguard.loop.controlled import add_observer as add_controlled_observer
+from sessionguard.reference import refinement
 from sessionguard.reference.harness import Outcome, findings_of, mismatch_of, scenario_run
 from sessionguard.reference.scenarios import SCENARIOS
 
@@ -64,6 +89,9 @@ try:
     from detangle.errors import BugFound
 except ImportError:  # pragma: no cover - depends on the environment
     detangle = None  # type: ignore[assignment]
+
+_T = TypeVar("_T")
+_U = TypeVar("_U")
 
 AVAILABLE = detangle is not None
 MISSING = "detangle is not installed: pip install detangle==0.1.0 (this benchmark was measured with 0.1.0)"
@@ -90,6 +118,42 @@ EXHAUST = [("prefix", "dead-owner"), ("prefix", "cancelled-task"), ("reference",
 # --- running the harness under detangle -------------------------------------------------
 
 
+def fresh_start() -> None:
+    """Empty the refinement's process-wide model cache and collect garbage (see the module docstring)."""
+    refinement._INDEXES.clear()
+    gc.collect()
+
+
+def in_turn(seed: int, ours: Callable[[], _T], theirs: Callable[[], _U]) -> tuple[_T, _U]:
+    """Both searches from a fresh start, ours first for even seeds, theirs first for odd ones."""
+    if seed % 2 == 0:
+        fresh_start()
+        first = ours()
+        fresh_start()
+        return first, theirs()
+    fresh_start()
+    second = theirs()
+    fresh_start()
+    return ours(), second
+
+
+class Tally:
+    """Failing runs counted under detangle without stopping it (section 3).
+
+    While ``counting``, a mismatch found by the refinement check marks the run
+    as failed and switches the check off for the rest of that run, as our
+    loop does with an observer that raised; the run goes on to its end.
+    """
+
+    def __init__(self) -> None:
+        self.counting = False
+        self.failed = False
+        self.failures = 0
+
+
+TALLY = Tally()
+
+
 def _add_observer(observer: Callable[[int, str], None]) -> None:
     """The harness's add_observer, on either loop (see the module docstring)."""
     loop: Any = asyncio.get_running_loop()
@@ -112,9 +176,16 @@ def _add_observer(observer: Callable[[int, str], None]) -> None:
     loop.task_label = task_label  # the refinement recognises a task's own step by its label
 
     def check() -> None:
+        if TALLY.failed:
+            return
         lane = last[0]
         task = getattr(lane, "task", None)
-        observer(loop.steps - 1, task_label(task) if task is not None else "callbacks")
+        try:
+            observer(loop.steps - 1, task_label(task) if task is not None else "callbacks")
+        except Exception:
+            if not TALLY.counting:
+                raise
+            TALLY.failed = True
 
     detangle.invariant(check, "refinement")
 
@@ -126,8 +197,12 @@ def detangle_main(design: str, scenario: str, props: tuple[str, ...]) -> Callabl
     factory = scenario_run(design, SCENARIOS[scenario])
 
     async def main() -> None:
+        TALLY.failed = False
         outcome: Outcome = await factory()
         bad = outcome.violated & set(props)
+        if TALLY.counting:
+            TALLY.failures += bool(bad) or TALLY.failed
+            return
         assert not bad, f"violated {sorted(bad)}"
 
     main.__qualname__ = f"{design}/{scenario}"
@@ -186,9 +261,13 @@ def first_violation(seeds: int, budget: int) -> list[FirstViolation]:
             ours: list[tuple[int, float, bool]] = []
             theirs: list[tuple[int, float, bool]] = []
             for seed in range(seeds):
-                ex = ours_explore(ours_factory, runs=budget, seed=seed, is_failure=our_predicate(props))
+                ex, their = in_turn(
+                    seed,
+                    partial(ours_explore, ours_factory, runs=budget, seed=seed, is_failure=our_predicate(props)),
+                    partial(theirs_until_failure, theirs_main, theirs_strategy(seed), budget),
+                )
                 ours.append((ex.schedules, ex.seconds, ex.found))
-                theirs.append(theirs_until_failure(theirs_main, theirs_strategy(seed), budget))
+                theirs.append(their)
             o_runs = statistics.median(r for r, _, _ in ours)
             t_runs = statistics.median(r for r, _, _ in theirs)
             o_time = statistics.median(t for _, t, _ in ours)
@@ -216,6 +295,7 @@ def exhaust(budget: float) -> None:
         cells = []
         counts = {}
         for name in ("none", "dpor"):
+            fresh_start()
             ex = explore_dfs(
                 scenario_run(design, SCENARIOS[scenario]),
                 reduction=make_reduction(name),
@@ -225,6 +305,7 @@ def exhaust(budget: float) -> None:
             )
             counts[name] = (ex.schedules, ex.exhausted, ex.seconds)
             cells.append(f"ours {name} {ex.schedules:,} ({'exhausted' if ex.exhausted else 'budget out'}, {ex.seconds:.1f}s)")
+        fresh_start()
         started = time.perf_counter()
         stats = detangle.explore(
             detangle_main(design, scenario, props),
@@ -244,13 +325,141 @@ def exhaust(budget: float) -> None:
         sys.stdout.flush()
 
 
+# --- 3. chance of failure per run, and cost per run ----------------------------------------
+
+CHUNK = 250  # runs per search in section 3; the tools alternate chunk by chunk
+
+
+def wilson(failures: int, runs: int) -> tuple[float, float]:
+    """The 95% Wilson interval of a failure chance seen `failures` times in `runs` runs."""
+    z = 1.96
+    p = failures / runs
+    centre = (p + z * z / (2 * runs)) / (1 + z * z / runs)
+    half = z * math.sqrt(p * (1 - p) / runs + z * z / (4 * runs * runs)) / (1 + z * z / runs)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class Rate:
+    """Section 3 for one target and strategy: failing runs and seconds, per tool."""
+
+    design: str
+    scenario: str
+    strategy: str
+    ours_runs: int = 0
+    ours_failures: int = 0
+    ours_seconds: float = 0.0
+    ours_exhausted: bool = False
+    theirs_runs: int = 0
+    theirs_failures: int = 0
+    theirs_seconds: float = 0.0
+
+    def expected(self, failures: int, seconds: float) -> float:
+        """Expected seconds to the first failing run: cost per run / chance per run."""
+        return seconds / failures if failures else math.inf
+
+    @property
+    def chance_ratio(self) -> float:
+        return (self.ours_failures / self.ours_runs) / max(self.theirs_failures / self.theirs_runs, 1e-9)
+
+    @property
+    def cost_ratio(self) -> float:
+        return (self.ours_seconds / self.ours_runs) / (self.theirs_seconds / self.theirs_runs)
+
+    @property
+    def time_ratio(self) -> float:
+        return self.expected(self.ours_failures, self.ours_seconds) / self.expected(
+            self.theirs_failures, self.theirs_seconds
+        )
+
+
+def theirs_counted(main: Callable[[], Any], strategy: Any, runs: int) -> tuple[int, int, float]:
+    """Runs, failing runs (counted by TALLY, see there) and seconds of `runs` detangle runs."""
+    TALLY.failures = 0
+    started = time.perf_counter()
+    stats = detangle.explore(main, runs=runs, strategy=strategy, **DETANGLE_OPTIONS)
+    return stats.runs, TALLY.failures, time.perf_counter() - started
+
+
+def rates(runs: int) -> list[Rate]:
+    chunks = max(1, runs // CHUNK)
+    print(
+        f"== 3. chance that a run fails and cost per run, up to {chunks * CHUNK} runs per tool "
+        f"in chunks of {CHUNK} (seeds 0..{chunks - 1})"
+    )
+    out: list[Rate] = []
+    TALLY.counting = True
+    try:
+        for design, scenario, props in TARGETS:
+            ours_factory = scenario_run(design, SCENARIOS[scenario])
+            theirs_main = detangle_main(design, scenario, props)
+            for label, ours_explore, theirs_strategy in (
+                ("random", explore_random, lambda s: detangle.RandomWalk(seed=s)),
+                ("pct:3", explore_pct, lambda s: detangle.PCT(seed=s, depth=3)),
+            ):
+                rate = Rate(design, scenario, label)
+                for chunk in range(chunks):
+                    ex, (runs_made, failures, seconds) = in_turn(
+                        chunk,
+                        partial(
+                            ours_explore,
+                            ours_factory,
+                            runs=CHUNK,
+                            seed=chunk,
+                            is_failure=our_predicate(props),
+                            stop_on_failure=False,
+                        ),
+                        partial(theirs_counted, theirs_main, theirs_strategy(chunk), CHUNK),
+                    )
+                    rate.ours_runs += ex.schedules
+                    rate.ours_failures += ex.failure_count
+                    rate.ours_seconds += ex.seconds
+                    rate.ours_exhausted |= ex.exhausted
+                    rate.theirs_runs += runs_made
+                    rate.theirs_failures += failures
+                    rate.theirs_seconds += seconds
+                if rate.ours_exhausted:
+                    # Its runs are then every schedule once, not independent draws:
+                    # a chance per run would say nothing about the time to the first.
+                    print(
+                        f"   {design:<6} {scenario:<15} {label:<6} ours: every schedule run "
+                        f"({rate.ours_runs} runs in {chunks} searches, {rate.ours_failures} failing); "
+                        f"detangle {rate.theirs_runs} runs p={rate.theirs_failures / rate.theirs_runs:.4f}; no ratio"
+                    )
+                    continue
+                out.append(rate)
+                cells = []
+                for name, runs_made, failures, seconds in (
+                    ("ours", rate.ours_runs, rate.ours_failures, rate.ours_seconds),
+                    ("detangle", rate.theirs_runs, rate.theirs_failures, rate.theirs_seconds),
+                ):
+                    low, high = wilson(failures, runs_made)
+                    cells.append(
+                        f"{name} {runs_made} runs p={failures / runs_made:.4f} [{low:.4f}, {high:.4f}] "
+                        f"{seconds / runs_made * 1000:.3f} ms/run -> {rate.expected(failures, seconds) * 1000:6.1f} ms"
+                    )
+                print(
+                    f"   {design:<6} {scenario:<15} {label:<6} " + " | ".join(cells)
+                    + f" | ratio chance {rate.chance_ratio:.2f}, cost {rate.cost_ratio:.2f}, expected time {rate.time_ratio:.2f}"
+                )
+                sys.stdout.flush()
+    finally:
+        TALLY.counting = False
+    return out
+
+
 def measure(args: argparse.Namespace) -> list[FirstViolation]:
-    """Both sections, as `args` (from `options`) asks, printed as they are measured; section 1's rows."""
+    """Every section, as `args` (from `options`) asks, printed as they are measured; section 1's rows."""
     print(f"Python {sys.version.split()[0]}; detangle {getattr(detangle, '__version__', '?')}")
     rows = first_violation(args.seeds, args.runs)
     ratios = [r.time_ratio for r in rows]
     print(f"   geometric mean of the time ratios (ours / detangle): {statistics.geometric_mean(ratios):.2f}")
     exhaust(args.budget)
+    if args.rate_runs:
+        measured = rates(args.rate_runs)
+        finite = [r.time_ratio for r in measured if 0 < r.time_ratio < math.inf]
+        if finite:
+            print(f"   geometric mean of the expected-time ratios (ours / detangle): {statistics.geometric_mean(finite):.2f}")
     return rows
 
 
@@ -261,11 +470,18 @@ def options(argv: Any = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=None, help="seeds for the medians (default 20; quick 3)")
     parser.add_argument("--runs", type=int, default=2000, help="run budget per search in section 1")
     parser.add_argument("--budget", type=float, default=None, help="seconds per search in section 2 (default 120; quick 10)")
+    parser.add_argument(
+        "--rate-runs", type=int, default=None,
+        help=f"runs per tool for each row of section 3, a multiple of {CHUNK} (default 2000; quick 500; 0 skips it)",
+    )
     args = parser.parse_args(argv)
     args.seeds = args.seeds if args.seeds is not None else (3 if args.quick else 20)
     args.budget = args.budget if args.budget is not None else (10.0 if args.quick else 120.0)
+    args.rate_runs = args.rate_runs if args.rate_runs is not None else (500 if args.quick else 2000)
     if args.seeds < 1 or args.runs < 1 or args.budget <= 0:
         parser.error("--seeds and --runs must be at least 1, --budget positive")
+    if args.rate_runs < 0 or args.rate_runs % CHUNK:
+        parser.error(f"--rate-runs must be 0 or a positive multiple of {CHUNK}, e.g. 2000")
     return args
 
 

@@ -76,7 +76,13 @@ _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
 
 Chooser = Callable[[int, Sequence[str]], int]
-"""``chooser(step, lanes) -> index``: pick one of the ready lanes (labels, FIFO-sorted)."""
+"""``chooser(step, lanes) -> index``: pick one of the ready lanes (labels, FIFO-sorted).
+
+A chooser with a true ``decisions_only`` attribute is asked only when two or
+more lanes are ready; at the other steps the loop runs the only lane itself
+(choice 0) without calling it. About half the steps of a typical run have a
+single lane, so a chooser that has nothing to decide there saves a call each.
+"""
 
 Observer = Callable[[int, str], None]
 """``observer(step, label)``: called after every step of the main phase of a run."""
@@ -123,21 +129,27 @@ class LoopError:
 
 
 class _ReadyHandle(asyncio.Handle):
-    """A Handle that knows its lane; ``seq`` orders every handle of the loop."""
+    """A Handle that knows its lane; ``seq`` orders every handle of the loop.
 
-    __slots__ = ("label", "lane", "seq")
+    ``batch`` is the number of the iteration during which the handle joined
+    the ready queue: it belongs to the batch of every later iteration.
+    """
+
+    __slots__ = ("batch", "label", "lane", "seq")
 
     seq: int
     lane: int
     label: str | None
+    batch: int
 
 
 class _Timer(asyncio.TimerHandle):
-    __slots__ = ("label", "lane", "seq")
+    __slots__ = ("batch", "label", "lane", "seq")
 
     seq: int
     lane: int
     label: str | None
+    batch: int
 
 
 _Entry = _ReadyHandle | _Timer
@@ -154,10 +166,14 @@ class Task(asyncio.Task[_T]):
     can tell the difference, and set order was arbitrary to begin with.
     """
 
-    __slots__ = ("_sg_hash",)
+    __slots__ = ("_sg_hash", "_sg_lane")
 
     def __init__(self, coro: Coroutine[Any, Any, _T], *, sg_hash: int, **kwargs: Any) -> None:
         self._sg_hash = sg_hash  # before Task.__init__, which adds self to a WeakSet
+        # The task's number on its loop, set when the loop first sees it: a
+        # slot read is much cheaper than a dict lookup through __hash__, and
+        # the loop needs it for every step the task schedules.
+        self._sg_lane: int | None = None
         super().__init__(coro, **kwargs)
 
     def __hash__(self) -> int:
@@ -178,6 +194,7 @@ class Future(asyncio.Future[_T]):
 
 
 _EAGER_TASK_FACTORY = getattr(asyncio, "eager_task_factory", None)  # 3.12+
+_RUN_UNTIL_COMPLETE_CB = getattr(asyncio.base_events, "_run_until_complete_cb", None)
 
 
 def _callable_name(cb: object) -> str:
@@ -246,7 +263,8 @@ class ControlledLoop(asyncio.BaseEventLoop):
 
     ``chooser(step, lanes)`` is called before every step of the main phase
     with the labels of the ready lanes (index 0 = stock FIFO) and returns the
-    index to run; ``None`` means FIFO. If the chooser raises (Hypothesis does,
+    index to run; ``None`` means FIFO (see :data:`Chooser` for
+    ``decisions_only``). If the chooser raises (Hypothesis does,
     to abandon an example), the loop notes the exception in ``abandoned`` and
     finishes the run in FIFO order, so that every coroutine unwinds through
     its ``finally`` blocks normally; :func:`sessionguard.loop.run` re-raises it
@@ -283,12 +301,17 @@ class ControlledLoop(asyncio.BaseEventLoop):
             raise TypeError(f"chooser must be callable as chooser(step, lanes), got {chooser!r}")
         super().__init__()
         self._chooser = chooser
+        self._decisions_only = bool(getattr(chooser, "decisions_only", False))
         self._observers: list[Observer] = [] if observer is None else [observer]
         self.max_steps = max_steps
         self.max_virtual_time = float(max_virtual_time)
         self._now = 0.0
         self._seq = 0
-        self._batch: set[int] = set()  # seqs of the handles of the current iteration
+        # Stock iterations, counted: a handle queued during iteration i runs
+        # in the batch of iteration i + 1 or later; `_batch_left` counts the
+        # handles of the current batch that have not run yet.
+        self._iteration = 0
+        self._batch_left = 0
         self._steps = 0
         self._recording = True  # main phase: chooser, schedule and observers are live
         self._choices: list[int] = []
@@ -402,15 +425,27 @@ class ControlledLoop(asyncio.BaseEventLoop):
         *args: *_Ts,
         context: Context | None = None,
     ) -> asyncio.Handle:
-        self._check_closed()  # type: ignore[attr-defined]
+        # The hottest method of a run (every wake-up of every task comes
+        # through here), so the helpers it needs are inlined.
+        if self._closed:  # type: ignore[attr-defined]
+            self._check_closed()  # type: ignore[attr-defined]
         if self._debug:
             self._check_thread()  # type: ignore[attr-defined]
             self._check_callback(callback, "call_soon")  # type: ignore[attr-defined]
         handle = _ReadyHandle(callback, args, self, context)
-        handle.seq = self._next_seq()
-        owner = _step_owner(callback)
-        handle.lane = _CALLBACK_LANE if owner is None else self._register(owner)
-        handle.label = None
+        self._seq = handle.seq = self._seq + 1
+        handle.batch = self._iteration
+        # The task whose step this is (see _step_owner): our own tasks carry
+        # their lane number in a slot, set when the loop first saw them.
+        lane = getattr(getattr(callback, "__self__", None), "_sg_lane", None)
+        if lane is None:
+            owner = _step_owner(callback)
+            lane = _CALLBACK_LANE if owner is None else self._register(owner)
+        elif (getattr(callback, "__name__", None) or type(callback).__name__) not in _STEP_CALLBACKS:
+            lane = _CALLBACK_LANE  # another method of a task, e.g. call_soon(t.cancel)
+        handle.lane = lane
+        # A task's label never changes once made; others are made when needed.
+        handle.label = self._task_labels.get(lane) if lane >= 0 else None
         self._ready.append(handle)
         return handle
 
@@ -473,6 +508,11 @@ class ControlledLoop(asyncio.BaseEventLoop):
         if factory is None or factory is _EAGER_TASK_FACTORY:
             if factory is not None:
                 kwargs.setdefault("eager_start", True)
+            elif name is None:
+                # The per-loop name _register would give it, given up front:
+                # no default name to recognise and replace afterwards. (Not
+                # for an eager task, whose first step may create tasks first.)
+                name = f"T{len(self._task_list)}:{_callable_name(coro)}"
             task = Task(
                 coro, loop=self, name=name, context=context, sg_hash=self._next_seq(), **kwargs
             )
@@ -483,8 +523,12 @@ class ControlledLoop(asyncio.BaseEventLoop):
         # With an eager factory (3.12+) the task's first step has already run
         # inside the constructor, and the task may even be finished. Register
         # it now anyway, so that its per-loop number follows creation order.
+        # (Our own non-eager tasks were registered by the call_soon of their
+        # first step, inside the constructor.)
+        n = getattr(task, "_sg_lane", None)
+        if n is None:
+            n = self._register(task, coro)
         parent = asyncio.current_task(self) or self._callback_task()
-        n = self._register(task, coro)
         self._parents.setdefault(n, None if parent is None or parent is task else self._register(parent))
         return task
 
@@ -504,11 +548,15 @@ class ControlledLoop(asyncio.BaseEventLoop):
     # ------------------------------------------------------------- one step
 
     def _run_once(self) -> None:
-        """One step (not one stock iteration): run one chosen ready handle."""
+        """One step (not one stock iteration): run one chosen ready handle.
+
+        Stock asyncio finishes the batch in which stop() was called before
+        run_forever() returns; so does this (more steps, while stopping), so
+        that choice 0 stays faithful. This is the loop's innermost code: it
+        avoids helper calls on the common path.
+        """
         self._step()
-        # Stock asyncio finishes the batch in which stop() was called before
-        # run_forever() returns; do the same so that choice 0 stays faithful.
-        while self._stopping and self._batch:
+        while self._stopping and self._batch_left > 0:
             self._step()
 
     def _step(self) -> None:
@@ -516,44 +564,63 @@ class ControlledLoop(asyncio.BaseEventLoop):
         if problem is not None and self._recording:
             self._pending_problem = None
             raise problem
+        ready = self._ready
         while True:
-            if not self._batch and not self._next_iteration():
+            if self._batch_left <= 0 and not self._next_iteration():
                 return  # stopping, and nothing is ready
+            if len(ready) == 1 and not ready[0]._cancelled:
+                heads: list[_Entry] = [ready[0]]  # one lane: the common case, no scan
+                break
             heads = self._lane_heads()
             if heads:
                 break
-        if self._steps >= self.max_steps:
+        step = self._steps
+        if step >= self.max_steps:
             raise Hung(
                 "steps",
-                self._steps,
+                step,
                 self._now,
                 self.blocked_tasks(),
                 f"the step limit max_steps={self.max_steps} was reached",
             )
-        step = self._steps
-        choice = self._choose(step, heads) if self._recording else 0
-        handle = heads[choice]
-        self._remove(handle)
-        self._steps = step + 1
-        if self._recording:
-            label = self._label(handle)
-            self._choices.append(choice)
-            self._labels.append(label)
-            self._running = handle
-            try:
-                handle._run()
-            finally:
-                self._running = None
-            if self._observers and self.abandoned is None and self.violation is None:
-                self._observe(step, label)
-        else:
+        if not self._recording:
+            handle = heads[0]
+            self._remove(handle)
+            self._steps = step + 1
             handle._run()
+            return
+        chooser = self._chooser
+        if chooser is None or self.abandoned is not None or (self._decisions_only and len(heads) == 1):
+            choice = 0
+            handle = heads[0]
+            label = handle.label or self._label(handle)
+        else:
+            labels = [h.label or self._label(h) for h in heads]
+            choice = self._choose(step, labels)
+            handle = heads[choice]
+            label = labels[choice]
+        if ready[0] is handle:  # _remove, inlined for the usual case
+            ready.popleft()
+            if handle.batch < self._iteration:
+                self._batch_left -= 1
+        else:
+            self._remove(handle)
+        self._steps = step + 1
+        self._choices.append(choice)
+        self._labels.append(label)
+        self._running = handle
+        try:
+            handle._run()
+        finally:
+            self._running = None
+        if self._observers and self.abandoned is None and self.violation is None:
+            self._observe(step, label)
 
-    def _choose(self, step: int, heads: list[_Entry]) -> int:
+    def _choose(self, step: int, labels: list[str]) -> int:
+        """Ask the chooser for one of the ready lanes; 0 (FIFO) if it fails or gives up."""
         chooser = self._chooser
         if chooser is None or self.abandoned is not None:
             return 0
-        labels = [self._label(h) for h in heads]
         try:
             choice = chooser(step, labels)
         except (KeyboardInterrupt, SystemExit):
@@ -564,10 +631,12 @@ class ControlledLoop(asyncio.BaseEventLoop):
             # GeneratorExit"). Finish the run in FIFO order; run() re-raises.
             self.abandoned = exc
             return 0
-        if isinstance(choice, bool) or not isinstance(choice, int) or not 0 <= choice < len(heads):
+        if type(choice) is int and 0 <= choice < len(labels):
+            return choice
+        if isinstance(choice, bool) or not isinstance(choice, int) or not 0 <= choice < len(labels):
             self.abandoned = ValueError(
                 f"chooser returned {choice!r} at step {step}; expected an index in "
-                f"range({len(heads)}) into the ready lanes {labels!r}"
+                f"range({len(labels)}) into the ready lanes {labels!r}"
             )
             return 0
         return choice
@@ -594,8 +663,9 @@ class ControlledLoop(asyncio.BaseEventLoop):
         """
         ready = self._ready
         self._purge_cancelled()
-        self._drop_cancelled_timers()
-        self._promote_due_timers()
+        if self._scheduled:  # (most iterations have no timer at all to look at)
+            self._drop_cancelled_timers()
+            self._promote_due_timers()
         if not ready:
             if self._stopping:
                 return False
@@ -615,12 +685,17 @@ class ControlledLoop(asyncio.BaseEventLoop):
             # where a sleep(3600) or a wait_for timeout costs no wall time.
             self._now = max(self._now, when)
             self._promote_due_timers()
-        self._batch = {h.seq for h in ready}
+        # Everything ready now is this iteration's batch (promoted timers
+        # included); what its handles queue waits for the next iteration.
+        self._iteration += 1
+        self._batch_left = len(ready)
         return True
 
     def _promote_due_timers(self) -> None:
         scheduled = self._scheduled
         end = self._now + self._clock_resolution
+        if not scheduled or scheduled[0]._when >= end:  # type: ignore[attr-defined]
+            return
         due: list[_Timer] = []
         while scheduled and scheduled[0]._when < end:  # type: ignore[attr-defined]
             timer = heapq.heappop(scheduled)
@@ -632,6 +707,8 @@ class ControlledLoop(asyncio.BaseEventLoop):
         # instant). On a real clock the earlier-made timer has the earlier
         # deadline, so order ties by creation to stay faithful to stock asyncio.
         due.sort(key=lambda t: (t._when, t.seq))  # type: ignore[attr-defined]
+        for timer in due:
+            timer.batch = self._iteration
         self._ready.extend(due)
 
     def _drop_cancelled_timers(self) -> None:
@@ -654,28 +731,31 @@ class ControlledLoop(asyncio.BaseEventLoop):
 
     def _lane_heads(self) -> list[_Entry]:
         """The oldest ready handle of each lane, oldest first (index 0 = stock FIFO)."""
-        heads: list[_Entry] = []
-        seen: set[int] = set()
+        heads: dict[int, _Entry] = {}  # insertion-ordered: queue order of the heads
         cancelled = False
         for h in self._ready:
             if h._cancelled:
                 cancelled = True
-                continue
-            if h.lane not in seen:
-                seen.add(h.lane)
-                heads.append(h)
+            elif h.lane not in heads:
+                heads[h.lane] = h
         if cancelled:
             self._purge_cancelled()
-        return heads
+        return list(heads.values())
 
     def _purge_cancelled(self) -> None:
         ready = self._ready
-        if not any(h._cancelled for h in ready):
-            return
-        keep = [h for h in ready if not h._cancelled]
         for h in ready:
             if h._cancelled:
-                self._batch.discard(h.seq)
+                break
+        else:
+            return
+        keep = []
+        iteration = self._iteration
+        for h in ready:
+            if not h._cancelled:
+                keep.append(h)
+            elif h.batch < iteration:
+                self._batch_left -= 1  # a cancelled handle of the batch never runs
         ready.clear()
         ready.extend(keep)
 
@@ -684,11 +764,14 @@ class ControlledLoop(asyncio.BaseEventLoop):
         if ready[0] is handle:
             ready.popleft()
         else:
+            # By identity: a TimerHandle compares equal to another with the
+            # same deadline and callback, so deque.remove could take the wrong one.
             for i, h in enumerate(ready):
                 if h is handle:
                     del ready[i]
                     break
-        self._batch.discard(handle.seq)
+        if handle.batch < self._iteration:
+            self._batch_left -= 1
 
     # ------------------------------------------------------------- labelling
 
@@ -697,10 +780,15 @@ class ControlledLoop(asyncio.BaseEventLoop):
         return self._seq
 
     def _register(self, task: asyncio.Task[Any], coro: object = None) -> int:
+        n: int | None = getattr(task, "_sg_lane", None)
+        if n is not None:
+            return n
         n = self._task_index.get(task)
         if n is None:
             n = len(self._task_list)
             self._task_index[task] = n
+            if isinstance(task, Task):
+                task._sg_lane = n
             self._task_list.append(task)
             # Never ask a finished task for its coroutine: on 3.12.0/3.12.1,
             # get_coro() of a task that completed eagerly crashes the
@@ -730,8 +818,9 @@ class ControlledLoop(asyncio.BaseEventLoop):
     def _label(self, h: _Entry) -> str:
         label = h.label
         if label is None:
-            if h.lane >= 0:
-                label = self._label_of_task(h.lane)
+            lane = h.lane
+            if lane >= 0:
+                label = self._task_labels.get(lane) or self._label_of_task(lane)
             else:
                 label = f"cb:{_callable_name(_callback(h))}"
             h.label = label
@@ -815,6 +904,13 @@ class ControlledLoop(asyncio.BaseEventLoop):
         self._recording = False
         self._steps = 0
         self._pending_problem = None
+        # A run cut short by a limit right after the main task finished leaves
+        # the callback that ends its run_until_complete queued. Run during the
+        # teardown it would stop the loop before the teardown's own future is
+        # done ("Event loop stopped before Future completed"): drop it.
+        for handle in self._ready:
+            if getattr(handle, "_callback", None) is _RUN_UNTIL_COMPLETE_CB:
+                handle.cancel()
         self._report_unretrieved()
         cancelled: dict[asyncio.Task[Any], None] = {}
         problem = self._cancel_until_quiet(cancelled)

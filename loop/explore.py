@@ -74,9 +74,10 @@ class Exploration:
 
     ``failures`` keeps the first ``keep_failures`` failing runs (each with the
     schedule that replays it); ``failure_count`` counts them all. ``exhausted``
-    is True only for a DFS that ran every schedule within its bound: then "no
-    failure" is a proof for that scenario and bound, not just an absence of
-    evidence.
+    is True only for a DFS that ran every schedule within its bound, or a
+    random walk that ran every schedule of the program (see
+    ``random_walk.py``): then "no failure" is a proof for that scenario (and
+    bound), not just an absence of evidence.
     """
 
     strategy: str

@@ -23,7 +23,7 @@ from .controlled import (
     Observer,
 )
 from .errors import BlockedTask, ReplayDivergence, RunProblem
-from .schedule import Schedule
+from .schedule import Schedule, python_version
 
 __all__ = [
     "CoroFactory",
@@ -142,8 +142,12 @@ def run(
         if problem is None:
             # A thread may have called in after the last step that checked.
             problem = loop.pending_problem
-        schedule = Schedule.from_steps(
-            loop.schedule_steps, max_steps=max_steps, max_virtual_time=max_virtual_time
+        # The loop's own record is already ints and strs: no conversion needed.
+        schedule = Schedule(
+            tuple(loop.schedule_steps),
+            python_version(),
+            max_steps,
+            max_virtual_time,
         )
         virtual_time = loop.time()
         unfinished = tuple(b for b in loop.blocked_tasks() if b.label != "T0:main")

@@ -50,7 +50,8 @@ def test_each_deliberate_bug_is_found_and_replays(bug: str, scenario: str, prop:
 def test_the_careful_gateway_passes_where_its_buggy_variants_fail(scenario: str) -> None:
     report = check("hermes_gateways:CleanGateway", "hermes", SCENARIOS[scenario], Options(schedules=150, budget_seconds=60))
     assert report.verdict == "pass", report
-    assert report.schedules == 150
+    # The whole budget, unless the random walk ran every schedule first (dead-owner has 7).
+    assert report.schedules == 150 or (report.exhausted and report.schedules < 150), report
 
 
 def test_a_task_cancelled_before_its_first_step_skips_its_finally() -> None:
