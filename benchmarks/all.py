@@ -9,12 +9,16 @@ table whose every number was measured in this run, side by side:
 
 1. controlled loop / stock asyncio: cost per loop step of the same workload
    (``explore_bench.py`` section 2), then its time to the first #11016 trap;
-2. reduced / naive: schedules of the unbounded DFS with DPOR (with sleep
-   sets) against no reduction, per design and scenario, with whether the verdicts
-   and violated properties agree (``reduction_bench.py`` part 1). The full
-   run takes the scenarios of ``FULL_REDUCTION_SCENARIOS``, whose unbounded
-   search can be exhausted within the two-minute budget; on most others
-   not even the reduced search finishes, which gives no ratio;
+2. reduced / naive: runs of the unbounded DFS with DPOR (with sleep sets)
+   and with the stateful search against no reduction, per design and
+   scenario, with whether the verdicts and violated properties agree
+   (``reduction_bench.py`` part 1). The full run takes the scenarios of
+   ``FULL_REDUCTION_SCENARIOS``, whose unbounded search without reduction
+   finishes within the two-minute budget. Then the largest named scenario of
+   ``reference``: stateful against no reduction with a deviation bound
+   (both run), and the unbounded stateful search against the number of
+   schedules the naive search would run, counted on the state graph the
+   stateful search explored (the naive search does not finish there);
 3. ours / Spin: the state count of each with every reduction off (equal or
    not, and the safety verdicts), and the total wall time of the three
    designs at ``spin_bench.SPEED_BOUND`` with each tool's reductions on,
@@ -45,6 +49,7 @@ import reduction_bench
 import spin_bench
 
 from sessionguard.model.promela import SpinError, spin_available
+from sessionguard.reference.scenarios import SCENARIOS
 
 #: One table row: what is compared, the ratio (or a verdict), how it was measured.
 Row = tuple[str, str, str]
@@ -101,39 +106,85 @@ def loop_rows(quick: bool) -> list[Row]:
 # --- 2. partial-order reduction of the exhaustive DFS ------------------------------------
 
 
-def reduction_rows(quick: bool) -> tuple[list[Row], int]:
-    """The table rows, and how many rows' verdicts differ."""
-    part(2, "DFS with DPOR vs no reduction (benchmarks/reduction_bench.py part 1)")
-    argv = ["--reductions", "none,dpor", "--skip-bounded"]
+def reduction_rows(quick: bool) -> tuple[list[Row], int, tuple[int, int]]:
+    """The table rows, how many rows' verdicts differ, and (paths equal to naive counts, rows compared)."""
+    part(2, "DFS with DPOR and stateful vs no reduction (benchmarks/reduction_bench.py part 1)")
+    argv = ["--reductions", "none,dpor,stateful", "--skip-bounded"]
     argv += ["--quick"] if quick else ["--scenarios", ",".join(FULL_REDUCTION_SCENARIOS)]
     args = reduction_bench.options(argv)
     results = reduction_bench.measure(args)
     rows: list[Row] = []
-    both_exhausted: list[float] = []
-    for r in results.unbounded:
-        naive, reduced = r.sides[0], r.sides[-1]
-        what = f"reduced / naive schedules, exhaustive DFS: {r.design} {r.scenario}"
-        agree = reduction_bench.agreement(naive, reduced)
-        if not reduced.exhausted:
-            rows.append((what, "-", f"DPOR not exhausted in {args.budget:g} s ({reduced.schedules:,} schedules); {agree}"))
-            continue
-        value = reduced.schedules / max(naive.schedules, 1)
-        if naive.exhausted:
-            both_exhausted.append(value)
-            ratio, naive_cell = f"{value:.3f}", f"{naive.schedules:,}"
-        else:
-            # The naive count is only a lower bound, so the ratio is an upper bound.
-            ratio, naive_cell = f"<= {value:.3f}", f">= {naive.schedules:,} (budget of {args.budget:g} s out)"
-        rows.append((what, ratio, f"DPOR {reduced.schedules:,} vs none {naive_cell}; {agree}"))
-    if both_exhausted:
+    paths_checked = [0, 0]
+    for label, index in (("DPOR", 1), ("stateful", 2)):
+        both_exhausted: list[float] = []
+        for r in results.unbounded:
+            naive, reduced = r.sides[0], r.sides[index]
+            what = f"{label} / naive runs, exhaustive DFS: {r.design} {r.scenario}"
+            agree = reduction_bench.agreement(naive, reduced)
+            if not reduced.exhausted:
+                rows.append((what, "-", f"{label} not exhausted in {args.budget:g} s ({reduced.runs:,} runs); {agree}"))
+                continue
+            value = reduced.runs / max(naive.runs, 1)
+            if naive.exhausted:
+                both_exhausted.append(value)
+                ratio, naive_cell = f"{value:.3f}", f"{naive.runs:,}"
+                if reduced.paths is not None:
+                    paths_checked[0] += reduced.paths == naive.runs
+                    paths_checked[1] += 1
+            else:
+                # The naive count is only a lower bound, so the ratio is an upper bound.
+                ratio, naive_cell = f"<= {value:.3f}", f">= {naive.runs:,} (budget of {args.budget:g} s out)"
+            rows.append((what, ratio, f"{label} {reduced.runs:,} vs none {naive_cell}; {agree}"))
+        if both_exhausted:
+            rows.append(
+                (
+                    f"{label} / naive runs, geometric mean",
+                    f"{statistics.geometric_mean(both_exhausted):.3f}",
+                    f"over the {len(both_exhausted)} rows where both searches were exhausted",
+                )
+            )
+    return rows, results.differ, (paths_checked[0], paths_checked[1])
+
+
+def largest_rows(quick: bool, paths_checked: tuple[int, int]) -> tuple[list[Row], int]:
+    """The largest named scenario of `reference`: stateful against naive, unbounded and bounded."""
+    scenario = max(SCENARIOS.values(), key=lambda sc: len(sc.actions)).name
+    part(2, f"the largest named scenario, {scenario} (benchmarks/reduction_bench.py)")
+    rows: list[Row] = []
+    differ = 0
+    depth = 1 if quick else 2
+    budget = 600.0
+    naive = reduction_bench.explore("reference", scenario, "none", depth, budget)
+    cached = reduction_bench.explore("reference", scenario, "stateful", depth, budget)
+    bounded = reduction_bench.row("reference", scenario, [naive, cached])
+    differ += bounded.differ
+    agree = reduction_bench.agreement(naive, cached)
+    rows.append(
+        (
+            f"stateful / naive runs, DFS with <= {depth} deviations: reference {scenario}",
+            f"{cached.runs / max(naive.runs, 1):.3f}" if naive.exhausted and cached.exhausted else "-",
+            f"stateful {cached.runs:,} ({cached.seconds:.0f} s) vs none {naive.runs:,} ({naive.seconds:.0f} s); {agree}",
+        )
+    )
+    if quick:
+        return rows, differ
+    unbounded = reduction_bench.explore("reference", scenario, "stateful", None, 1800.0)
+    reduction_bench.row("reference", scenario, [unbounded])
+    if unbounded.exhausted and unbounded.paths is not None:
+        equal, compared = paths_checked
         rows.append(
             (
-                "reduced / naive schedules, geometric mean",
-                f"{statistics.geometric_mean(both_exhausted):.3f}",
-                f"over the {len(both_exhausted)} rows where both searches were exhausted",
+                f"stateful / naive runs, exhaustive DFS: reference {scenario}",
+                f"{unbounded.runs / unbounded.paths:.2e}",
+                f"stateful {unbounded.runs:,} runs ({unbounded.seconds:.0f} s, verdicts {','.join(sorted(unbounded.verdicts))}, "
+                f"{','.join(sorted(unbounded.violated)) or 'nothing'} violated) vs none {unbounded.paths:,} schedules, "
+                f"counted on the explored state graph, not run (the count equals the naive search's own "
+                f"on {equal} of the {compared} rows above where both finished)",
             )
         )
-    return rows, results.differ
+    else:
+        rows.append((f"stateful, exhaustive DFS: reference {scenario}", "-", f"not exhausted in 1800 s ({unbounded.runs:,} runs)"))
+    return rows, differ
 
 
 # --- 3. our checker against Spin ----------------------------------------------------------
@@ -241,9 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}", flush=True)
 
     rows = loop_rows(args.quick)
-    reduced, differ = reduction_rows(args.quick)
+    reduced, differ, paths_checked = reduction_rows(args.quick)
+    largest, largest_differ = largest_rows(args.quick, paths_checked)
+    differ += largest_differ
     spin, spin_ok = spin_rows(args.quick)
-    rows += reduced + spin + detangle_rows(args.quick)
+    rows += reduced + largest + spin + detangle_rows(args.quick)
 
     seconds = time.perf_counter() - started
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")

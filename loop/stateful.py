@@ -563,7 +563,7 @@ def fingerprint(loop: ControlledLoop) -> tuple[str, list[str]]:
         ready,
         timers,
         walk.values(loop.tasks()),
-        tuple(loop._timer_counts.items()),  # noqa: SLF001
+        tuple(sorted(loop._timer_counts.items())),  # noqa: SLF001  (only looked up: its order is not state)
         tuple(str(e) for e in loop.errors),
         walk.values(loop._observers),  # noqa: SLF001
     )

@@ -48,6 +48,12 @@ class Message:
     def __repr__(self) -> str:
         return f"Message({self.name or '?'}: {self.kind} for k{self.key})"
 
+    def __sessionguard_state__(self) -> tuple[int, str]:
+        """For stateful search (loop/stateful.py): the name only labels the message
+        for people (nothing in the gateway or the world reads it), so two messages
+        of one kind for one session are interchangeable."""
+        return (self.key, self.kind)
+
 
 @dataclass(frozen=True, eq=False)
 class Event:
@@ -106,6 +112,11 @@ class FaultPlan:
     def arm(self, fault: str) -> None:
         self.armed.append(fault)
 
+    def __sessionguard_state__(self) -> tuple[object, ...]:
+        """For stateful search (loop/stateful.py): which faults fired matters, not in what order
+        (the order is only reported); the armed ones keep theirs (the first that fits is taken)."""
+        return (self.armed, sorted(self.fired), self.enabled)
+
     def take(self, site: tuple[str, ...]) -> str | None:
         if not self.enabled:
             return None
@@ -130,6 +141,24 @@ class Ledger:
     hanging: set[asyncio.Task[object]] = field(default_factory=set)
     busy_acks: int = 0
     log: list[str] = field(default_factory=list)
+
+    def __sessionguard_state__(self) -> tuple[object, ...]:
+        """For stateful search (loop/stateful.py): what can change a later step or verdict.
+
+        The counts of runner calls per message and the last run per session by
+        message id, whatever order the calls came in (only looked up); not the
+        log, which is only reported.
+        """
+        ids = self.ids
+        return (
+            self.accepted,
+            sorted((ids[m], n) for m, n in self.runs.items()),
+            self.answered,
+            self.sent,
+            sorted(self.last_run.items()),
+            self.hanging,
+            self.busy_acks,
+        )
 
     def accept(self, message: Message) -> int:
         mid = len(self.accepted)

@@ -410,10 +410,13 @@ class Refinement:
         """What can change a later verdict (for stateful search, loop/stateful.py).
 
         Not the shared model index (a cache), the trace (a report), the step
-        count (a statistic), nor when each property was first found: which
-        properties were found is enough for a verdict.
+        count (a statistic), the cancellations seen by finished tasks, nor when
+        each property was first found: which properties were found is enough
+        for a verdict.
         """
-        return (self._set, self._last, frozenset(self.findings), self._delivered, self._pending)
+        # Cancellations delivered to finished tasks are never looked at again.
+        delivered = {task: n for task, n in self._delivered.items() if not task.done()}
+        return (self._set, self._last, frozenset(self.findings), delivered, self._pending)
 
     def _track_cancels(self, label: str) -> None:
         """A cancellation is pending from the step that requests it until the task's next step."""
