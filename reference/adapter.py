@@ -82,6 +82,14 @@ class Job:
     pc: str = START
     finished: bool = False  # its F2 has run (reference: in the finally or the done-callback)
 
+    def __sessionguard_state__(self) -> tuple[object, ...]:
+        """For stateful search (loop/stateful.py): once its task has ended and its
+        F2 has run, a job is only ever asked whether it finished (the heal check);
+        where it ended and what it ran are history."""
+        if self.finished and self.task is not None and self.task.done():
+            return ("retired", self.key)
+        return (self.key, self.levels, self.task, self.pc, self.finished)
+
 
 @dataclass(eq=False)
 class Handling:
