@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -783,3 +784,24 @@ def test_the_decision_table_names_a_taken_over_session_and_a_command_guard_not_o
     for has_owner in (False, True):
         for has_old in (False, True):
             assert d.command_error_action(False, has_owner, has_old) == "not-ours"
+
+
+def test_reference_task_ending_after_a_shutdown_raises_nothing() -> None:
+    # A shutdown clears O[k] and cancels the running task; that task's F2
+    # then finds no owner record of its own to drop, and must not fail there
+    # (it would end with a KeyError instead of its cancellation).
+    from sessionguard.loop import explore_dfs
+    from sessionguard.reference.harness import scenario_run
+    from sessionguard.reference.scenarios import SCENARIOS
+
+    errors: list[str] = []
+
+    def judge(result: Any) -> bool:
+        errors.extend(str(e) for e in result.errors)
+        return result.verdict != "ok" or bool(result.errors)
+
+    ex = explore_dfs(
+        scenario_run("reference", SCENARIOS["shutdown"]), max_deviations=1, is_failure=judge, stop_on_failure=False
+    )
+    assert ex.exhausted and ex.schedules > 1
+    assert not errors and ex.failure_count == 0
