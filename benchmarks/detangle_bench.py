@@ -248,16 +248,20 @@ class FirstViolation:
         return self.ours_seconds / self.theirs_seconds
 
 
+#: Each strategy compared: its label, our explorer, and detangle's strategy for a seed.
+STRATEGY_PAIRS: tuple[tuple[str, Any, Any], ...] = (
+    ("random", explore_random, lambda s: detangle.RandomWalk(seed=s)),
+    ("pct:3", explore_pct, lambda s: detangle.PCT(seed=s, depth=3)),
+)
+
+
 def first_violation(seeds: int, budget: int) -> list[FirstViolation]:
     print(f"== 1. runs and time to the first violation, medians over seeds 0..{seeds - 1} (budget {budget} runs)")
     rows: list[FirstViolation] = []
     for design, scenario, props in TARGETS:
         ours_factory = scenario_run(design, SCENARIOS[scenario])
         theirs_main = detangle_main(design, scenario, props)
-        for label, ours_explore, theirs_strategy in (
-            ("random", explore_random, lambda s: detangle.RandomWalk(seed=s)),
-            ("pct:3", explore_pct, lambda s: detangle.PCT(seed=s, depth=3)),
-        ):
+        for label, ours_explore, theirs_strategy in STRATEGY_PAIRS:
             ours: list[tuple[int, float, bool]] = []
             theirs: list[tuple[int, float, bool]] = []
             for seed in range(seeds):
@@ -393,10 +397,7 @@ def rates(runs: int) -> list[Rate]:
         for design, scenario, props in TARGETS:
             ours_factory = scenario_run(design, SCENARIOS[scenario])
             theirs_main = detangle_main(design, scenario, props)
-            for label, ours_explore, theirs_strategy in (
-                ("random", explore_random, lambda s: detangle.RandomWalk(seed=s)),
-                ("pct:3", explore_pct, lambda s: detangle.PCT(seed=s, depth=3)),
-            ):
+            for label, ours_explore, theirs_strategy in STRATEGY_PAIRS:
                 rate = Rate(design, scenario, label)
                 for chunk in range(chunks):
                     ex, (runs_made, failures, seconds) = in_turn(

@@ -320,6 +320,10 @@ class World:
                 handlers.append(new_record(Handler, (h.mid, h.session, h.pc, h.old, h.cg, target, h.hung)))
         if type(set_guards) is not frozenset:
             set_guards = frozenset(set_guards)
+        return self._state(sessions, tasks, handlers, set_guards)
+
+    def _state(self, sessions: list[Any], tasks: list[Any], handlers: list[Any], set_guards: frozenset[int]) -> State:
+        """The frozen state: the parts both ways of freezing build, and the rest as it is."""
         return new_record(State, (
             tuple(sessions),
             tuple(tasks),
@@ -382,16 +386,7 @@ class World:
         set_guards = self._set_guards
         if type(set_guards) is not frozenset or any(gmap.get(x) != x for x in set_guards):
             set_guards = frozenset([gmap[x] for x in set_guards if x in gmap])
-        return new_record(State, (
-            tuple(sessions),
-            tuple(tasks),
-            tuple(handlers),
-            tuple(self.messages),
-            set_guards,
-            self.faults_used,
-            self.stopped,
-            self.extra,
-        ))
+        return self._state(sessions, tasks, handlers, set_guards)
 
 
 def _thaw(t: Task) -> TaskW:
