@@ -177,7 +177,9 @@ def explore_dfs(
         while path and not path[-1].todo:
             path.pop()
         if not path:
-            return harness.done(exhausted=True)
+            # A reduction may know that its pruning was not exact this time
+            # (a stateful search whose runs reached the step limit).
+            return harness.done(exhausted=getattr(red, "complete", True))
         if harness.should_stop():
             return harness.done()
         node = path[-1]

@@ -11,18 +11,31 @@ earlier run already reached (with no more deviations spent, under a bound):
 everything that can happen from there is explored from the first visit.
 With every lane an alternative at every new state, the search still visits
 every reachable state and runs every step out of it: with no bound it is
-exhaustive in the strict sense, and it ends because the step count is part of
-the state (no state is reached twice on one path).
+exhaustive in the strict sense.
+
+The number of steps taken is not part of the state: two schedules often
+reach the same heap in a different number of steps (a wake-up that one of
+them spends as a step of its own, a cancellation that lands before or after
+one), and counting steps would keep them apart (twice as many states on
+``stop-midrun``). Two consequences, both handled. A run can come back to a
+state it was in (a loop that never settles): it then goes on, without
+branching again, until the step limit ends it as the stateless search's run
+would. And a state first reached late in a run has less of the step limit
+left than when it is reached early, so once any run has reached the step
+limit the search no longer claims to be exhaustive (``complete`` is False,
+and the DFS reports the search as not exhausted); runs of the gateway's
+scenarios are far shorter than the limit.
 
 What a state is
 ---------------
 :func:`fingerprint` writes the whole state of a run between two steps as one
 hashable value, built by walking every object reachable from:
 
-* the loop: virtual time, step count, the ready handles in queue order (their
-  label, lane, whether they belong to the current batch, callback and
-  arguments), the live timers in firing order, each task's label, and the
-  errors collected so far;
+* the loop: virtual time, the ready handles in queue order (their
+  lane, whether they belong to the current batch, callback and arguments),
+  the live timers in firing order, each task's name, and the errors
+  collected so far (not the labels of lanes, which are made from the rest
+  and from counts of what was made before: see ``_lane_of``);
 * every task of the run: its state, result or exception, done callbacks,
   the future it waits on, a pending cancellation, ``cancelling()``, and its
   coroutine: the code, the position in it (``f_lasti``) and every slot of the
@@ -100,8 +113,9 @@ from collections.abc import Hashable, Iterable, Sequence
 from enum import Enum
 from typing import Any
 
-from .controlled import ControlledLoop
+from .controlled import _CALLBACK_LANE, ControlledLoop
 from .dfs import Node, RedundantRun
+from .errors import Hung
 from .runner import RunResult
 
 __all__ = ["UnsupportedState", "VisitedStates", "check_support", "fingerprint", "frame_slots"]
@@ -441,8 +455,7 @@ class _Walk:
             self.value(callback),
             self.values(args or ()),
             handle.when() if isinstance(handle, asyncio.TimerHandle) else None,
-            getattr(handle, "label", None),
-            getattr(handle, "lane", None),
+            _lane_of(handle),
             self.value(handle._context),  # type: ignore[attr-defined]
         )
 
@@ -528,6 +541,22 @@ _SLOTS: dict[type, tuple[str, ...]] = {}
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by a class statement, not written in C
 
 
+def _lane_of(handle: Any) -> object:
+    """A handle's lane, as far as it is state (its label never is: it is made from the rest).
+
+    A task's lane is its number and the callbacks' lane is shared; those are
+    kept. A timer's lane is its own, numbered by the loop's count of every
+    handle made so far: history (two runs that made a different number of
+    handles on the way would differ by it and nothing else). Every timer is
+    alone in its lane, so writing "a timer's lane" loses nothing: where it
+    stands among the others is the order of the ready queue, or of the
+    timers by due time. (A timer's label counts the timers its creator made
+    before it: history again.)
+    """
+    lane = getattr(handle, "lane", None)
+    return "timer" if isinstance(lane, int) and lane < _CALLBACK_LANE else lane
+
+
 def _in_current_batch(loop: Any, handle: Any) -> bool:
     """Will `handle` run before the loop starts its next stock iteration (promoting timers)?"""
     batch = getattr(loop, "_batch", None)
@@ -547,7 +576,7 @@ def fingerprint(loop: ControlledLoop) -> tuple[str, list[str]]:
     """
     walk = _Walk(loop)
     ready = tuple(
-        (loop._label(h), h.lane, _in_current_batch(loop, h), walk.value(h))  # noqa: SLF001
+        (_lane_of(h), _in_current_batch(loop, h), walk.value(h))
         for h in loop._ready  # type: ignore[attr-defined]
         if not h.cancelled()
     )
@@ -558,12 +587,10 @@ def fingerprint(loop: ControlledLoop) -> tuple[str, list[str]]:
     )
     state = (
         loop.time(),
-        loop.steps,
         loop._stopping,  # type: ignore[attr-defined]
         ready,
         timers,
         walk.values(loop.tasks()),
-        tuple(sorted(loop._timer_counts.items())),  # noqa: SLF001  (only looked up: its order is not state)
         tuple(str(e) for e in loop.errors),
         walk.values(loop._observers),  # noqa: SLF001
     )
@@ -592,7 +619,9 @@ class VisitedStates:
     ``states``: distinct states reached; ``pruned``: runs cut at a state reached
     before (each of them a run not finished, not counted as a schedule);
     ``opaque``: states that could not be fingerprinted (never merged), by the
-    type that made them so.
+    type that made them so; ``complete``: False once a run has reached the
+    step limit (see the module docstring: the search then claims no
+    exhaustion).
 
     It also keeps the state graph it explored (which lane leads from which
     state to which), so that after an unbounded search :meth:`paths` can say
@@ -606,25 +635,33 @@ class VisitedStates:
         self.seen: dict[str | bytes, tuple[int, int]] = {}  # state -> (its number, deviations spent)
         self.pruned = 0
         self.opaque: Counter[str] = Counter()
+        self.complete = True
+        self._count = 0
         self._bounded = False
-        self._steps: list[int] = []  # state number -> its loop step
         self._path: list[int] = []  # state numbers along the current run, by loop step
         self._edges: dict[tuple[int, int], int] = {}  # (state, lane index taken) -> next state or _END
         self._whole = True  # every state of every run was fingerprinted
+        self._cycle = False  # the node just reached closes a cycle of the current run
 
     @property
     def states(self) -> int:
-        return len(self._steps)
+        return self._count
 
     def start_search(self, max_deviations: int | None) -> None:
         """Called by the DFS before its first run."""
         self._bounded = max_deviations is not None
 
     def alternatives(self, node: Node, path: Sequence[Node]) -> Iterable[int]:
-        return range(1, len(node.labels))
+        # At a state the run has been in before, its other lanes are explored
+        # from that earlier visit.
+        return () if self._cycle else range(1, len(node.labels))
 
     def after_run(self, path: Sequence[Node], result: RunResult | None) -> None:
-        if result is not None and path:
+        if result is None:
+            return
+        if isinstance(result.problem, Hung) and result.problem.limit == "steps":
+            self.complete = False
+        if path:
             origin = self._origin(len(path), path)
             if origin is not None:
                 self._edges[origin] = _END
@@ -640,6 +677,7 @@ class VisitedStates:
 
     def first(self, node: Node, path: Sequence[Node], may_deviate: bool) -> int:
         del self._path[node.step :]
+        self._cycle = False
         if len(node.labels) == 1 and node.step > 0:
             # One ready lane: nothing to choose, and the state is written down
             # at the next choice anyway (a run that got here by another path is
@@ -658,10 +696,17 @@ class VisitedStates:
         key = text if self.exact else digest(text)
         spent = node.deviations
         before = self.seen.get(key)
-        number = before[0] if before is not None else len(self._steps)
+        number = before[0] if before is not None else self._count
         origin = self._origin(node.step, path)
         if origin is not None:
             self._edges[origin] = number
+        if before is not None and number in self._path:
+            # The run is back in a state it was in: a loop that never settles
+            # (the stateless search would go round until the step limit, and
+            # so does this run, without branching again).
+            self._cycle = True
+            self._path.append(number)
+            return 0
         # Under a deviation bound a state reached with fewer deviations spent
         # has more schedules ahead of it: explore it again, unless it was
         # already explored with at most as many spent.
@@ -669,7 +714,7 @@ class VisitedStates:
             self.pruned += 1
             raise RedundantRun(node.step)
         if before is None:
-            self._steps.append(node.step)
+            self._count += 1
         self.seen[key] = (number, spent)
         self._path.append(number)
         return 0
@@ -679,16 +724,30 @@ class VisitedStates:
 
         One per path from the first state to the end of a run (a lane taken
         from a state is one edge). Only meaningful after an exhausted,
-        unbounded search in which every state was fingerprinted; None otherwise.
+        unbounded search in which every state was fingerprinted and no run
+        went round a cycle; None otherwise.
         """
-        if self._bounded or not self._whole or not self._steps:
+        if self._bounded or not self._whole or not self.complete or not self._count:
             return None
-        count: dict[int, int] = {_END: 1}
         out: dict[int, list[int]] = {}
         for (state, _lane), target in self._edges.items():
             out.setdefault(state, []).append(target)
-        # Every step adds one to the loop's step count, which is part of the
-        # state: edges lead from step s to step s + 1, so later steps first.
-        for state in sorted(range(len(self._steps)), key=self._steps.__getitem__, reverse=True):
-            count[state] = sum(count[t] for t in out.get(state, ()))
+        # Paths out of a state, summed over its edges after theirs are known
+        # (an iterative depth-first walk; meeting a state still open is a cycle).
+        count: dict[int, int] = {_END: 1}
+        open_states: set[int] = set()
+        stack: list[tuple[int, bool]] = [(0, False)]
+        while stack:
+            state, closing = stack.pop()
+            if closing:
+                open_states.discard(state)
+                count[state] = sum(count[t] for t in out.get(state, ()))
+                continue
+            if state in count:
+                continue
+            if state in open_states:
+                return None
+            open_states.add(state)
+            stack.append((state, True))
+            stack.extend((t, False) for t in out.get(state, ()) if t not in count)
         return count[0]

@@ -48,8 +48,8 @@ def test_frame_slots_see_the_value_stack() -> None:
     assert "an argument" in slots
 
 
-def _states_at(factory: Factory, step: int) -> dict[Hashable, list[tuple[int, ...]]]:
-    """Every distinct fingerprint the program has just before loop step `step`, with its schedules."""
+def _states_at(factory: Factory, step: int | None) -> dict[Hashable, list[tuple[int, ...]]]:
+    """Every distinct fingerprint the program has just before loop step `step` (None: any), with its schedules."""
     seen: dict[Hashable, list[tuple[int, ...]]] = {}
 
     class Record:
@@ -62,7 +62,7 @@ def _states_at(factory: Factory, step: int) -> dict[Hashable, list[tuple[int, ..
         def first(self, node: Any, path: Any, may_deviate: bool) -> int:
             loop = asyncio.get_running_loop()
             assert isinstance(loop, ControlledLoop)
-            if loop.steps == step:
+            if step is None or loop.steps == step:
                 key, opaque = fingerprint(loop)
                 assert not opaque
                 seen.setdefault(key, []).append(tuple(n.choice for n in path))
@@ -151,8 +151,6 @@ def test_a_value_on_the_stack_keeps_states_apart() -> None:
 
 
 def test_unbounded_search_ends_on_a_loop_that_never_settles() -> None:
-    # The step count is part of the state: no state repeats on a path, and the
-    # step limit still ends every run.
     async def main() -> None:
         async def spin() -> None:
             while True:
@@ -164,6 +162,60 @@ def test_unbounded_search_ends_on_a_loop_that_never_settles() -> None:
 
     ex = explore_dfs(main, reduction=VisitedStates(), max_steps=40, stop_on_failure=False)
     assert ex.exhausted
+
+
+def _two_spinners() -> Factory:
+    async def main() -> None:
+        async def spin() -> None:
+            while True:
+                await asyncio.sleep(0)
+
+        await asyncio.gather(spin(), spin())
+
+    return main
+
+
+def test_a_run_that_comes_back_to_a_state_goes_on_to_the_step_limit() -> None:
+    # Both spinners are back where they were after every round: the run is in
+    # a cycle. It is neither cut (the stateless search would report it hung)
+    # nor branched again at every repetition (2**40 schedules); and since a
+    # run reached the step limit, the search claims no exhaustion.
+    cached = VisitedStates()
+    ex = explore_dfs(_two_spinners(), reduction=cached, max_steps=40, stop_on_failure=False)
+    assert set(ex.verdicts) == {"hung"}
+    assert not cached.complete and not ex.exhausted
+    assert cached.paths() is None
+    assert ex.schedules < 20
+
+
+def test_states_reached_in_different_numbers_of_steps_are_one() -> None:
+    # The order of a wake-up and a cancellation decides whether the woken
+    # task spends a step of its own; the heap after both is the same.
+    async def main() -> None:
+        gate = asyncio.Event()
+
+        async def waiter() -> None:
+            await gate.wait()
+
+        task = asyncio.create_task(waiter())
+        await asyncio.sleep(0)
+
+        async def opener() -> None:
+            gate.set()
+
+        async def stopper() -> None:
+            task.cancel()
+
+        await asyncio.gather(opener(), stopper())
+        await asyncio.gather(task, return_exceptions=True)
+
+    reached_at = [{len(schedule) for schedule in schedules} for schedules in _states_at(main, None).values()]
+    assert any(len(steps) > 1 for steps in reached_at), "one state, reached after different numbers of steps"
+    full = explore_dfs(main, stop_on_failure=False)
+    cached = VisitedStates()
+    ex = explore_dfs(main, reduction=cached, stop_on_failure=False)
+    assert full.exhausted and ex.exhausted and cached.paths() == full.schedules
+    assert cached.states < sum(len(steps) for steps in reached_at)
 
 
 # --- the gateway's scenarios ------------------------------------------------------------
