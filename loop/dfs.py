@@ -173,6 +173,15 @@ def explore_dfs(
             for node in path:
                 if node.todo and node.deviations >= max_deviations:
                     node.todo.clear()
+        if getattr(red, "restart", False):
+            # The reduction has learnt that its pruning so far rested on an
+            # assumption the program breaks (a stateful search that sees a
+            # timer made already due): every run from here starts afresh.
+            red.restart = False  # type: ignore[attr-defined]
+            path.clear()
+            if harness.should_stop():
+                return harness.done()
+            continue
         # Backtrack to the deepest node with an alternative left.
         while path and not path[-1].todo:
             path.pop()

@@ -32,7 +32,8 @@ What a state is
 hashable value, built by walking every object reachable from:
 
 * the loop: virtual time, the ready handles in queue order (their
-  lane, whether they belong to the current batch, callback and arguments),
+  lane, callback and arguments, and, for a program that makes timers
+  already due, whether they belong to the loop's current batch: see below),
   the live timers in firing order, each task's name, and the errors
   collected so far (not the labels of lanes, which are made from the rest
   and from counts of what was made before: see ``_lane_of``);
@@ -83,6 +84,17 @@ reduction's, ``reduction.py``; the order a set has *now* is in the
 fingerprint); (3) an object's ``__sessionguard_state__``, where defined,
 returns everything about it that can change what the program or a verdict
 does later.
+
+Which ready handles belong to the loop's current iteration (the batch that
+stock asyncio runs before it looks at its timers again) is left out at
+first: with time standing still while anything is ready, where a batch ends
+decides nothing but when a timer that is due joins the queue, and the only
+such timer is one made already due (``call_later(0)``). Schedules reaching
+the same heap with different batches are common (a fifth fewer states on
+``stop-midrun``). The loop counts the timers made already due; once a run
+has made one, the search starts over with the batches in the state
+(``restarts``), so a program that makes them is searched exactly, and one
+that does not is searched once.
 
 Verdicts: a run's verdict is judged from its end state and its observers'
 state (the properties found so far are in the fingerprint), so a run cut at
@@ -565,7 +577,7 @@ def _in_current_batch(loop: Any, handle: Any) -> bool:
     return bool(handle.batch < loop._iteration)  # numbered by the iteration that queued it
 
 
-def fingerprint(loop: ControlledLoop) -> tuple[str, list[str]]:
+def fingerprint(loop: ControlledLoop, *, batches: bool = True) -> tuple[str, list[str]]:
     """The state of a run between two steps as text, and the types the walk could not look into.
 
     Equal texts mean equal states (see the module docstring for what is
@@ -573,10 +585,16 @@ def fingerprint(loop: ControlledLoop) -> tuple[str, list[str]]:
     (every set in it is sorted), and everything in it that is not a number, a
     string or a structure of them is an object alive for the whole process (a
     class, a code object), written with its address.
+
+    ``batches=False`` leaves out which ready handles belong to the loop's
+    current iteration. That only decides when timers that are due join the
+    queue, and with time standing still while anything is ready, only a timer
+    made already due (``call_later(0)``) can be waiting for it: a caller that
+    leaves it out must watch for those (``ControlledLoop.due_timers_made``).
     """
     walk = _Walk(loop)
     ready = tuple(
-        (_lane_of(h), _in_current_batch(loop, h), walk.value(h))
+        (_lane_of(h), batches and _in_current_batch(loop, h), walk.value(h))
         for h in loop._ready  # type: ignore[attr-defined]
         if not h.cancelled()
     )
@@ -621,7 +639,8 @@ class VisitedStates:
     ``opaque``: states that could not be fingerprinted (never merged), by the
     type that made them so; ``complete``: False once a run has reached the
     step limit (see the module docstring: the search then claims no
-    exhaustion).
+    exhaustion); ``restarts``: how often the search started over with the
+    loop's iteration batches in the state (at most once, see ``after_run``).
 
     It also keeps the state graph it explored (which lane leads from which
     state to which), so that after an unbounded search :meth:`paths` can say
@@ -636,6 +655,10 @@ class VisitedStates:
         self.pruned = 0
         self.opaque: Counter[str] = Counter()
         self.complete = True
+        self.restart = False  # read by the DFS: start over, every table emptied
+        self.restarts = 0
+        self._batches = False  # are the loop's iteration batches part of the state?
+        self._loop: ControlledLoop | None = None  # the loop of the current run
         self._count = 0
         self._bounded = False
         self._path: list[int] = []  # state numbers along the current run, by loop step
@@ -657,6 +680,14 @@ class VisitedStates:
         return () if self._cycle else range(1, len(node.labels))
 
     def after_run(self, path: Sequence[Node], result: RunResult | None) -> None:
+        loop = self._loop
+        if loop is not None and loop.due_timers_made and not self._batches:
+            # States that differed only in where the loop's current batch ends
+            # were merged; a timer made already due joins the queue only when
+            # the batch ends, so for this program they are not the same. Start
+            # over with the batches in the state.
+            self._start_over()
+            return
         if result is None:
             return
         if isinstance(result.problem, Hung) and result.problem.limit == "steps":
@@ -665,6 +696,18 @@ class VisitedStates:
             origin = self._origin(len(path), path)
             if origin is not None:
                 self._edges[origin] = _END
+
+    def _start_over(self) -> None:
+        self._batches = True
+        self.restart = True
+        self.restarts += 1
+        self.seen.clear()
+        self._edges.clear()
+        self._path.clear()
+        self._count = 0
+        self.pruned = 0
+        self.complete = True
+        self._whole = True
 
     def _origin(self, step: int, path: Sequence[Node]) -> tuple[int, int] | None:
         """The last written-down state before loop step `step`, and the lane taken from it."""
@@ -685,12 +728,14 @@ class VisitedStates:
             self._path.append(_PASS)
             return 0
         loop = asyncio.get_running_loop()
+        if isinstance(loop, ControlledLoop):
+            self._loop = loop
         if not isinstance(loop, ControlledLoop) or loop.violation is not None:
             # A flagged run is always run to its verdict, never cut.
             self._whole = False
             self._path.append(-1)
             return 0
-        text, opaque = fingerprint(loop)
+        text, opaque = fingerprint(loop, batches=self._batches)
         if opaque:
             self.opaque.update(set(opaque))
         key = text if self.exact else digest(text)

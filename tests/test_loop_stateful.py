@@ -289,3 +289,45 @@ def test_the_state_graph_counts_the_stateless_schedules(design: str, scenario: s
     explore_dfs(scenario_run(design, SCENARIOS[scenario]), reduction=cached, stop_on_failure=False)
     assert full.exhausted
     assert cached.paths() == full.schedules
+
+
+def test_a_timer_made_already_due_puts_the_loops_batches_back_into_the_state() -> None:
+    # Where the loop's current batch ends decides when a timer made with no
+    # delay joins the queue: once a run makes one, the search starts over
+    # with the batches in the state, and stays exact.
+    def program(outcomes: set[tuple[str, ...]]) -> Factory:
+        async def main() -> None:
+            log: list[str] = []
+            loop = asyncio.get_running_loop()
+
+            async def early() -> None:
+                loop.call_later(0, log.append, "timer")
+                await asyncio.sleep(0)
+                log.append("early")
+
+            async def late() -> None:
+                await asyncio.sleep(0)
+                log.append("late")
+                await asyncio.sleep(0)
+                log.append("later")
+
+            await asyncio.gather(early(), late())
+            outcomes.add(tuple(log))
+
+        return main
+
+    everything: set[tuple[str, ...]] = set()
+    full = explore_dfs(program(everything), stop_on_failure=False)
+    seen: set[tuple[str, ...]] = set()
+    cached = VisitedStates()
+    ex = explore_dfs(program(seen), reduction=cached, stop_on_failure=False)
+    assert cached.restarts == 1 and full.exhausted and ex.exhausted
+    assert seen == everything and len(everything) > 1
+    assert cached.paths() == full.schedules
+
+
+@pytest.mark.parametrize("scenario", ["stop-midrun", "cancelled-task"])
+def test_the_gateway_makes_no_timer_already_due(scenario: str) -> None:
+    cached = VisitedStates()
+    explore_dfs(scenario_run("reference", SCENARIOS[scenario]), reduction=cached, stop_on_failure=False)
+    assert cached.restarts == 0 and cached.states > 0
