@@ -323,6 +323,7 @@ class ControlledLoop(asyncio.BaseEventLoop):
         self._coro_names: list[str] = []
         self._task_labels: dict[int, str] = {}
         self._timer_counts: dict[str, int] = {}
+        self.due_timers_made = 0  # timers made with a deadline already reached (see call_at)
         self._owner_thread = threading.get_ident()
         self._pending_problem: RunProblem | None = None
         self._agen_order: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
@@ -361,7 +362,6 @@ class ControlledLoop(asyncio.BaseEventLoop):
         if not callable(observer):
             raise TypeError(f"observer must be callable as observer(step, label), got {observer!r}")
         self._observers.append(observer)
-        self.due_timers_made = 0  # timers made with a deadline already reached (see call_at)
 
     def task_label(self, task: asyncio.Task[Any]) -> str:
         """The stable label of a task of this loop (``"T<n>:<name>"``)."""
@@ -489,7 +489,7 @@ class ControlledLoop(asyncio.BaseEventLoop):
             # iteration begins: where the current batch ends starts to matter
             # (a stateful search counts on knowing whether that ever happens).
             self.due_timers_made += 1
-        self._seq = timer.seq = self._seq + 1
+        timer.seq = self._next_seq()
         timer.lane = -2 - timer.seq
         creator = asyncio.current_task(self)
         who = "cb" if creator is None else f"T{self._register(creator)}"
