@@ -74,7 +74,7 @@ Why a merge is safe, and what it assumes
 ----------------------------------------
 Runs are deterministic (the DFS checks that on every replayed prefix), so the
 steps that can follow a state depend only on that state. The fingerprint
-holds everything a step can read, under three assumptions, stated here so
+holds everything a step can read, under four assumptions, stated here so
 they can be checked for code other than this project's adapters: (1) module
 globals do not change during a run (the walk does not enter modules); (2)
 the program does not depend on the order of creation of tasks and futures by
@@ -83,7 +83,10 @@ insertion lands in a set (the same assumption as the partial-order
 reduction's, ``reduction.py``; the order a set has *now* is in the
 fingerprint); (3) an object's ``__sessionguard_state__``, where defined,
 returns everything about it that can change what the program or a verdict
-does later.
+does later; (4) nothing reads how often a task that has finished was asked
+to cancel (``cancelling()``): asyncio itself reads it only in the task's own
+steps (``uncancel()`` in timeouts and task groups), and a finished task has
+none left.
 
 Which ready handles belong to the loop's current iteration (the batch that
 stock asyncio runs before it looks at its timers again) is left out at
@@ -437,12 +440,14 @@ class _Walk:
             self.value(fut._cancel_message),  # type: ignore[attr-defined]
         ]
         if isinstance(fut, asyncio.Task):
+            done = state != "PENDING"
             parts += [
                 fut.get_name(),  # the task's number is its place in the loop's list of tasks
                 self.value(fut._coro),  # type: ignore[attr-defined]
                 self.value(fut._fut_waiter),  # type: ignore[attr-defined]
-                fut._must_cancel,  # type: ignore[attr-defined]
-                fut.cancelling(),
+                # How often a finished task was asked to cancel is history (assumption 4).
+                None if done else fut._must_cancel,  # type: ignore[attr-defined]
+                None if done else fut.cancelling(),
                 self.value(fut.get_context()) if hasattr(fut, "get_context") else None,
             ]
         return tuple(parts)
