@@ -143,6 +143,10 @@ def _explore(args: argparse.Namespace, design: str, scenario: Any) -> ScenarioRe
             states = getattr(reduction, "states", None)
             if states is not None:
                 ex.strategy += f", {states} states"
+            if getattr(reduction, "restarts", 0):
+                ex.strategy += ", started over with the loop's iterations in the state (a timer made already due)"
+            if not getattr(reduction, "complete", True):
+                ex.strategy += ", no exhaustion claimed: a run reached the step limit (--reduction none searches it exactly)"
     elif args.strategy == "random":
         ex = explore_random(factory, runs=args.schedules or 1000, seed=args.seed, **options)
     else:
