@@ -331,3 +331,45 @@ def test_the_gateway_makes_no_timer_already_due(scenario: str) -> None:
     cached = VisitedStates()
     explore_dfs(scenario_run("reference", SCENARIOS[scenario]), reduction=cached, stop_on_failure=False)
     assert cached.restarts == 0 and cached.states > 0
+
+
+def test_how_often_a_finished_task_was_cancelled_is_not_state() -> None:
+    # Two stoppers cancel the same task; the second finds it still running or
+    # already cancelled, depending on the order. Once it has finished, the two
+    # histories leave the same state.
+    async def main() -> None:
+        async def work() -> None:
+            await asyncio.sleep(3600)
+
+        task = asyncio.create_task(work())
+        await asyncio.sleep(0)
+
+        async def stopper() -> None:
+            task.cancel()
+
+        await asyncio.gather(stopper(), stopper(), asyncio.gather(task, return_exceptions=True))
+
+    ends: dict[int, set[Hashable]] = {}  # the worker's cancellation count -> states with it
+
+    class AtTheEnd:
+        def alternatives(self, node: Any, path: Any) -> range:
+            return range(1, len(node.labels))
+
+        def after_run(self, path: Any, result: Any) -> None:
+            return None
+
+        def first(self, node: Any, path: Any, may_deviate: bool) -> int:
+            loop = asyncio.get_running_loop()
+            assert isinstance(loop, ControlledLoop)
+            main_task, *others = loop.tasks()
+            if len(others) == 3 and all(t.done() for t in others) and not main_task.done():
+                ends.setdefault(others[0].cancelling(), set()).add(fingerprint(loop)[0])
+            return 0
+
+    explore_dfs(main, reduction=AtTheEnd(), stop_on_failure=False)
+    assert set(ends) == {1, 2}, "both histories must occur for this test to mean anything"
+    assert ends[1] & ends[2]
+    full = explore_dfs(main, stop_on_failure=False)
+    cached = VisitedStates()
+    explore_dfs(main, reduction=cached, stop_on_failure=False)
+    assert cached.paths() == full.schedules
