@@ -121,6 +121,7 @@ import decimal
 import functools
 import hashlib
 import itertools
+import re
 import sys
 import types
 import weakref
@@ -452,7 +453,7 @@ class _Walk:
         if isinstance(fut, asyncio.Task):
             done = state != "PENDING"
             parts += [
-                fut.get_name(),  # the task's number is its place in the loop's list of tasks
+                _NUMBERED_NAME.sub("T:", fut.get_name(), count=1),  # the loop's number for it is history
                 self.value(fut._coro),  # type: ignore[attr-defined]
                 self.value(fut._fut_waiter),  # type: ignore[attr-defined]
                 # How often a finished task was asked to cancel is history (assumption 4).
@@ -482,7 +483,7 @@ class _Walk:
             self.value(callback),
             self.values(args or ()),
             handle.when() if isinstance(handle, asyncio.TimerHandle) else None,
-            _lane_of(handle),
+            _lane_of(self, handle),
             self.value(handle._context),  # type: ignore[attr-defined]
         )
 
@@ -569,23 +570,30 @@ def _fields(obj: object) -> list[tuple[str, object]] | None:
 
 
 _SLOTS: dict[type, tuple[str, ...]] = {}
+#: A task name the loop gave (``T<n>:<coroutine>``): its number follows the order tasks were made.
+_NUMBERED_NAME = re.compile(r"^T\d+:")
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by a class statement, not written in C
 
 
-def _lane_of(handle: Any) -> object:
+def _lane_of(walk: _Walk, handle: Any) -> Hashable:
     """A handle's lane, as far as it is state (its label never is: it is made from the rest).
 
-    A task's lane is its number and the callbacks' lane is shared; those are
-    kept. A timer's lane is its own, numbered by the loop's count of every
-    handle made so far: history (two runs that made a different number of
-    handles on the way would differ by it and nothing else). Every timer is
-    alone in its lane, so writing "a timer's lane" loses nothing: where it
-    stands among the others is the order of the ready queue, or of the
-    timers by due time. (A timer's label counts the timers its creator made
-    before it: history again.)
+    A task's lane is written as the task (the loop numbers tasks in the order
+    it made them: history, see assumption 2), the callbacks' lane as the one
+    it is. A timer's lane is its own, numbered by the loop's count of every
+    handle made so far: history again (two runs that made a different number
+    of handles on the way would differ by it and nothing else). Every timer
+    is alone in its lane, so writing "a timer's lane" loses nothing: where it
+    stands among the others is the order of the ready queue, or of the timers
+    by due time. (A timer's label counts the timers its creator made before
+    it: history.)
     """
     lane = getattr(handle, "lane", None)
-    return "timer" if isinstance(lane, int) and lane < _CALLBACK_LANE else lane
+    if not isinstance(lane, int):
+        return lane
+    if lane >= 0:
+        return ("task", walk.value(walk.loop._task_list[lane]))  # noqa: SLF001
+    return "timer" if lane < _CALLBACK_LANE else lane
 
 
 def _in_current_batch(loop: Any, handle: Any) -> bool:
@@ -613,7 +621,7 @@ def fingerprint(loop: ControlledLoop, *, batches: bool = True) -> tuple[str, lis
     """
     walk = _Walk(loop)
     ready = tuple(
-        (_lane_of(h), batches and _in_current_batch(loop, h), walk.value(h))
+        (_lane_of(walk, h), batches and _in_current_batch(loop, h), walk.value(h))
         for h in loop._ready  # type: ignore[attr-defined]
         if not h.cancelled()
     )
@@ -627,7 +635,7 @@ def fingerprint(loop: ControlledLoop, *, batches: bool = True) -> tuple[str, lis
         loop._stopping,  # type: ignore[attr-defined]
         ready,
         timers,
-        walk.values(loop.tasks()),
+        walk.value(set(loop.tasks())),  # the loop's list is in the order it made them: history
         tuple(str(e) for e in loop.errors),
         walk.values(loop._observers),  # noqa: SLF001
     )

@@ -415,7 +415,8 @@ class Refinement:
         for a verdict.
         """
         # Cancellations delivered to finished tasks are never looked at again.
-        delivered = {task: n for task, n in self._delivered.items() if not task.done()}
+        # The order the tasks entered the dict is history: a set of pairs.
+        delivered = frozenset((task, n) for task, n in self._delivered.items() if not task.done())
         return (self._set, self._last, frozenset(self.findings), delivered, self._pending)
 
     def _track_cancels(self, label: str) -> None:
