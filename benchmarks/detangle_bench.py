@@ -12,7 +12,9 @@ the harness that needs our loop is ``add_observer``, which registers the
 refinement check to run after every step; under detangle the same check is
 registered with ``detangle.invariant`` (which detangle runs after every step)
 and called with the label of the task whose step just ran, taken from
-``SimLoop``. So on both loops the adapter, the faults and the judge are the
+``SimLoop`` (made at the task's first step and kept, as our loop makes its
+labels, so that detangle is not charged for formatting one per step). So on
+both loops the adapter, the faults and the judge are the
 same code; only the scheduler differs.
 
 A run *fails* when the refinement check finds a mismatch or when the run
@@ -167,10 +169,16 @@ def _add_observer(observer: Callable[[int, str], None]) -> None:
         last[0] = lane  # detangle's invariants run inside _execute, after the step
         execute(lane, handle)
 
+    labels: dict[Any, str] = {}
+
     def task_label(task: Any) -> str:
         # Unique per task, like ours ("T<n>:<name>"): two jobs of one session share a name.
-        info = loop.task_info.get(task)
-        return f"T{info.id if info is not None else '?'}:{task.get_name()}"
+        # Made at first use and kept, as our loop does, rather than once per step.
+        label = labels.get(task)
+        if label is None:
+            info = loop.task_info.get(task)
+            label = labels[task] = f"T{info.id if info is not None else '?'}:{task.get_name()}"
+        return label
 
     loop._execute = remember
     loop.task_label = task_label  # the refinement recognises a task's own step by its label

@@ -43,11 +43,13 @@ import collections
 import heapq
 import os
 import re
+import sys
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Sequence
+from asyncio.format_helpers import extract_stack
+from collections.abc import Callable, Container, Coroutine, Mapping, Sequence
 from concurrent.futures import Executor
-from contextvars import Context
+from contextvars import Context, copy_context
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar, TypeVarTuple, Unpack
 
@@ -82,6 +84,10 @@ A chooser with a true ``decisions_only`` attribute is asked only when two or
 more lanes are ready; at the other steps the loop runs the only lane itself
 (choice 0) without calling it. About half the steps of a typical run have a
 single lane, so a chooser that has nothing to decide there saves a call each.
+Such a chooser may also name, in an ``ask_at`` attribute (anything that
+answers ``step in ask_at``, read once when the loop is made), the steps at
+which it is to be asked even with a single lane ready: PCT's change points,
+which demote whichever lane runs at that step.
 """
 
 Observer = Callable[[int, str], None]
@@ -93,6 +99,7 @@ DEFAULT_MAX_VIRTUAL_TIME = 30 * 24 * 3600.0  # a month of virtual seconds
 _CALLBACK_LANE = -1
 _SHUTDOWN_ROUNDS = 100  # cancel-and-wait passes at shutdown (finally blocks may start tasks)
 _DEFAULT_TASK_NAME = re.compile(r"Task-\d+|None")  # 3.13.0 names an unnamed factory task "None"
+_DEFAULT_NAME_STARTS = ("Task-", "None")  # a cheap test first: most names are not default ones
 _STEP_CALLBACKS = frozenset({"TaskStepMethWrapper", "task_wakeup", "__step", "__wakeup"})
 _TASK_TYPES: tuple[type, ...] = tuple(
     {asyncio.Task, getattr(asyncio.tasks, "_PyTask", asyncio.Task)}
@@ -142,6 +149,33 @@ class _ReadyHandle(asyncio.Handle):
     label: str | None
     batch: int
 
+    def __init__(
+        self,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        loop: ControlledLoop,
+        context: Context | None,
+        seq: int,
+        lane: int,
+        label: str | None,
+        batch: int,
+    ) -> None:
+        # asyncio.Handle.__init__, written out: a handle is made for every
+        # step of a run, and one call less per step is measurable.
+        self._context = copy_context() if context is None else context
+        self._loop = loop
+        self._callback = callback
+        self._args = args
+        self._cancelled = False
+        self._repr = None
+        self._source_traceback = (
+            extract_stack(sys._getframe(1)) if loop._debug else None  # noqa: SLF001
+        )
+        self.seq = seq
+        self.lane = lane
+        self.label = label
+        self.batch = batch
+
 
 class _Timer(asyncio.TimerHandle):
     __slots__ = ("batch", "label", "lane", "seq")
@@ -168,12 +202,15 @@ class Task(asyncio.Task[_T]):
 
     __slots__ = ("_sg_hash", "_sg_lane")
 
-    def __init__(self, coro: Coroutine[Any, Any, _T], *, sg_hash: int, **kwargs: Any) -> None:
+    def __init__(
+        self, coro: Coroutine[Any, Any, _T], *, sg_hash: int, sg_lane: int | None = None, **kwargs: Any
+    ) -> None:
         self._sg_hash = sg_hash  # before Task.__init__, which adds self to a WeakSet
-        # The task's number on its loop, set when the loop first sees it: a
-        # slot read is much cheaper than a dict lookup through __hash__, and
-        # the loop needs it for every step the task schedules.
-        self._sg_lane: int | None = None
+        # The task's number on its loop, set when the loop first sees it (or
+        # before Task.__init__ schedules its first step): a slot read is much
+        # cheaper than a dict lookup through __hash__, and the loop needs it
+        # for every step the task schedules.
+        self._sg_lane: int | None = sg_lane
         super().__init__(coro, **kwargs)
 
     def __hash__(self) -> int:
@@ -197,6 +234,10 @@ _EAGER_TASK_FACTORY = getattr(asyncio, "eager_task_factory", None)  # 3.12+
 _RUN_UNTIL_COMPLETE_CB = getattr(asyncio.base_events, "_run_until_complete_cb", None)
 
 
+_CALLBACK_LABELS: dict[str, str] = {}
+"""The label of a callback lane by the callback's qualname (a program has few of them)."""
+
+
 def _callable_name(cb: object) -> str:
     """A short, run-independent name: the qualname after its last ``<locals>``."""
     name = getattr(cb, "__qualname__", None) or getattr(cb, "__name__", None)
@@ -218,10 +259,6 @@ def _step_owner(cb: object) -> asyncio.Task[Any] | None:
         if name in _STEP_CALLBACKS:
             return owner  # type: ignore[return-value]
     return None
-
-
-def _callback(handle: asyncio.Handle) -> object:
-    return handle._callback  # type: ignore[attr-defined]
 
 
 def _frame_of(obj: object) -> Any:
@@ -302,6 +339,7 @@ class ControlledLoop(asyncio.BaseEventLoop):
         super().__init__()
         self._chooser = chooser
         self._decisions_only = bool(getattr(chooser, "decisions_only", False))
+        self._ask_at: Container[int] = (getattr(chooser, "ask_at", None) or ()) if self._decisions_only else ()
         self._observers: list[Observer] = [] if observer is None else [observer]
         self.max_steps = max_steps
         self.max_virtual_time = float(max_virtual_time)
@@ -326,7 +364,9 @@ class ControlledLoop(asyncio.BaseEventLoop):
         self.due_timers_made = 0  # timers made with a deadline already reached (see call_at)
         self._owner_thread = threading.get_ident()
         self._pending_problem: RunProblem | None = None
-        self._agen_order: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        # Made by the first async generator: most runs have none, and the
+        # dictionary is not cheap to make.
+        self._agen_order: weakref.WeakKeyDictionary[Any, int] | None = None
         self.abandoned: BaseException | None = None
         self.violation: BaseException | None = None
         self.violation_step: int | None = None
@@ -348,9 +388,9 @@ class ControlledLoop(asyncio.BaseEventLoop):
         return self._steps
 
     @property
-    def schedule_steps(self) -> list[tuple[int, str]]:
+    def schedule_steps(self) -> tuple[tuple[int, str], ...]:
         """The recorded ``(choice, label)`` of every main-phase step so far."""
-        return list(zip(self._choices, self._labels, strict=True))
+        return tuple(zip(self._choices, self._labels, strict=True))
 
     @property
     def pending_problem(self) -> RunProblem | None:
@@ -433,20 +473,27 @@ class ControlledLoop(asyncio.BaseEventLoop):
         if self._debug:
             self._check_thread()  # type: ignore[attr-defined]
             self._check_callback(callback, "call_soon")  # type: ignore[attr-defined]
-        handle = _ReadyHandle(callback, args, self, context)
-        self._seq = handle.seq = self._seq + 1
-        handle.batch = self._iteration
         # The task whose step this is (see _step_owner): our own tasks carry
         # their lane number in a slot, set when the loop first saw them.
-        lane = getattr(getattr(callback, "__self__", None), "_sg_lane", None)
+        owner = getattr(callback, "__self__", None)
+        lane = getattr(owner, "_sg_lane", None)
         if lane is None:
-            owner = _step_owner(callback)
+            owner = None if owner is None else _step_owner(callback)
             lane = _CALLBACK_LANE if owner is None else self._register(owner)
         elif (getattr(callback, "__name__", None) or type(callback).__name__) not in _STEP_CALLBACKS:
             lane = _CALLBACK_LANE  # another method of a task, e.g. call_soon(t.cancel)
-        handle.lane = lane
+        self._seq = seq = self._seq + 1
         # A task's label never changes once made; others are made when needed.
-        handle.label = self._task_labels.get(lane) if lane >= 0 else None
+        handle = _ReadyHandle(
+            callback,
+            args,
+            self,
+            context,
+            seq,
+            lane,
+            self._task_labels.get(lane) if lane >= 0 else None,
+            self._iteration,
+        )
         self._ready.append(handle)
         return handle
 
@@ -489,7 +536,7 @@ class ControlledLoop(asyncio.BaseEventLoop):
             # iteration begins: where the current batch ends starts to matter
             # (a stateful search counts on knowing whether that ever happens).
             self.due_timers_made += 1
-        timer.seq = self._next_seq()
+        self._seq = timer.seq = self._seq + 1
         timer.lane = -2 - timer.seq
         creator = asyncio.current_task(self)
         who = "cb" if creator is None else f"T{self._register(creator)}"
@@ -511,17 +558,26 @@ class ControlledLoop(asyncio.BaseEventLoop):
         self._check_closed()  # type: ignore[attr-defined]
         factory = self._task_factory
         task: asyncio.Task[_T]
-        if factory is None or factory is _EAGER_TASK_FACTORY:
-            if factory is not None:
-                kwargs.setdefault("eager_start", True)
-            elif name is None:
-                # The per-loop name _register would give it, given up front:
-                # no default name to recognise and replace afterwards. (Not
-                # for an eager task, whose first step may create tasks first.)
-                name = f"T{len(self._task_list)}:{_callable_name(coro)}"
-            task = Task(
-                coro, loop=self, name=name, context=context, sg_hash=self._next_seq(), **kwargs
-            )
+        self._seq = seq = self._seq + 1
+        if factory is None and not kwargs.get("eager_start"):
+            # Registered up front, under the number _register would give it
+            # (no other task can be made while the constructor runs): the
+            # call_soon of its first step then finds its lane in the slot.
+            n = len(self._task_list)
+            coro_name = _callable_name(coro)
+            if name is None or (
+                isinstance(name, str) and name.startswith(_DEFAULT_NAME_STARTS) and _DEFAULT_TASK_NAME.fullmatch(name)
+            ):
+                name = f"T{n}:{coro_name}"  # a per-loop name (see _register)
+            task = Task(coro, loop=self, name=name, context=context, sg_hash=seq, sg_lane=n, **kwargs)
+            self._task_index[task] = n
+            self._task_list.append(task)
+            self._coro_names.append(coro_name)
+        elif factory is None or factory is _EAGER_TASK_FACTORY:
+            # Not registered up front: the first step runs in the constructor,
+            # and may create tasks of its own first.
+            kwargs.setdefault("eager_start", True)
+            task = Task(coro, loop=self, name=name, context=context, sg_hash=seq, **kwargs)
         else:
             # A user's own factory: its tasks hash by address, and if the
             # program puts them in sets, replay will report the divergence.
@@ -529,17 +585,20 @@ class ControlledLoop(asyncio.BaseEventLoop):
         # With an eager factory (3.12+) the task's first step has already run
         # inside the constructor, and the task may even be finished. Register
         # it now anyway, so that its per-loop number follows creation order.
-        # (Our own non-eager tasks were registered by the call_soon of their
-        # first step, inside the constructor.)
-        n = getattr(task, "_sg_lane", None)
-        if n is None:
-            n = self._register(task, coro)
+        # (Our own non-eager tasks are registered already.)
+        lane: int | None = getattr(task, "_sg_lane", None)
+        n = self._register(task, coro) if lane is None else lane
         parent = asyncio.current_task(self) or self._callback_task()
-        self._parents.setdefault(n, None if parent is None or parent is task else self._register(parent))
+        if parent is None or parent is task:
+            self._parents.setdefault(n, None)
+        else:
+            parent_n = getattr(parent, "_sg_lane", None)
+            self._parents.setdefault(n, self._register(parent) if parent_n is None else parent_n)
         return task
 
     def create_future(self) -> asyncio.Future[Any]:
-        return Future(loop=self, sg_hash=self._next_seq())
+        self._seq = seq = self._seq + 1
+        return Future(loop=self, sg_hash=seq)
 
     def run_until_complete(self, future: Any) -> Any:
         """As stock, then re-raise a chooser's exception once the run has finished."""
@@ -559,68 +618,71 @@ class ControlledLoop(asyncio.BaseEventLoop):
         Stock asyncio finishes the batch in which stop() was called before
         run_forever() returns; so does this (more steps, while stopping), so
         that choice 0 stays faithful. This is the loop's innermost code: it
-        avoids helper calls on the common path.
+        runs once per step of every run, so it avoids helper calls on the
+        common path (each one is a measurable share of a short run).
         """
-        self._step()
-        while self._stopping and self._batch_left > 0:
-            self._step()
-
-    def _step(self) -> None:
-        problem = self._pending_problem
-        if problem is not None and self._recording:
-            self._pending_problem = None
-            raise problem
         ready = self._ready
         while True:
-            if self._batch_left <= 0 and not self._next_iteration():
-                return  # stopping, and nothing is ready
-            if len(ready) == 1 and not ready[0]._cancelled:
-                heads: list[_Entry] = [ready[0]]  # one lane: the common case, no scan
-                break
-            heads = self._lane_heads()
-            if heads:
-                break
-        step = self._steps
-        if step >= self.max_steps:
-            raise Hung(
-                "steps",
-                step,
-                self._now,
-                self.blocked_tasks(),
-                f"the step limit max_steps={self.max_steps} was reached",
-            )
-        if not self._recording:
-            handle = heads[0]
-            self._remove(handle)
-            self._steps = step + 1
-            handle._run()
-            return
-        chooser = self._chooser
-        if chooser is None or self.abandoned is not None or (self._decisions_only and len(heads) == 1):
-            choice = 0
-            handle = heads[0]
-            label = handle.label or self._label(handle)
-        else:
-            labels = [h.label or self._label(h) for h in heads]
-            choice = self._choose(step, labels)
-            handle = heads[choice]
-            label = labels[choice]
-        if ready[0] is handle:  # _remove, inlined for the usual case
-            ready.popleft()
-            if handle.batch < self._iteration:
-                self._batch_left -= 1
-        else:
-            self._remove(handle)
-        self._steps = step + 1
-        self._choices.append(choice)
-        self._labels.append(label)
-        self._running = handle
-        try:
-            handle._run()
-        finally:
-            self._running = None
-        if self._observers and self.abandoned is None and self.violation is None:
-            self._observe(step, label)
+            problem = self._pending_problem
+            if problem is not None and self._recording:
+                self._pending_problem = None
+                raise problem
+            while True:
+                if self._batch_left <= 0 and not self._next_iteration():
+                    return  # stopping, and nothing is ready
+                if len(ready) == 1 and not ready[0]._cancelled:
+                    heads: list[_Entry] = [ready[0]]  # one lane: the common case, no scan
+                    break
+                heads = self._lane_heads()
+                if heads:
+                    break
+            step = self._steps
+            if step >= self.max_steps:
+                raise Hung(
+                    "steps",
+                    step,
+                    self._now,
+                    self.blocked_tasks(),
+                    f"the step limit max_steps={self.max_steps} was reached",
+                )
+            if not self._recording:  # the teardown: FIFO, not recorded, not observed
+                handle = heads[0]
+                self._remove(handle)
+                self._steps = step + 1
+                handle._run()
+            else:
+                chooser = self._chooser
+                if (
+                    chooser is None
+                    or self.abandoned is not None
+                    or (self._decisions_only and len(heads) == 1 and step not in self._ask_at)
+                ):
+                    choice = 0
+                    handle = heads[0]
+                    label = handle.label or self._label(handle)
+                else:
+                    labels = [h.label or self._label(h) for h in heads]
+                    choice = self._choose(step, labels)
+                    handle = heads[choice]
+                    label = labels[choice]
+                if ready[0] is handle:  # _remove, inlined for the usual case
+                    ready.popleft()
+                    if handle.batch < self._iteration:
+                        self._batch_left -= 1
+                else:
+                    self._remove(handle)
+                self._steps = step + 1
+                self._choices.append(choice)
+                self._labels.append(label)
+                self._running = handle
+                try:
+                    handle._run()
+                finally:
+                    self._running = None
+                if self._observers and self.abandoned is None and self.violation is None:
+                    self._observe(step, label)
+            if not (self._stopping and self._batch_left > 0):
+                return
 
     def _choose(self, step: int, labels: list[str]) -> int:
         """Ask the chooser for one of the ready lanes; 0 (FIFO) if it fails or gives up."""
@@ -668,10 +730,16 @@ class ControlledLoop(asyncio.BaseEventLoop):
         Deadlock or Hung when nothing could ever become ready in time.
         """
         ready = self._ready
-        self._purge_cancelled()
-        if self._scheduled:  # (most iterations have no timer at all to look at)
-            self._drop_cancelled_timers()
-            self._promote_due_timers()
+        for h in ready:
+            if h._cancelled:
+                self._purge_cancelled()
+                break
+        scheduled = self._scheduled
+        if scheduled:  # usually one timer far ahead (a sleep), neither due nor cancelled
+            head = scheduled[0]
+            if head._cancelled or head._when < self._now + self._clock_resolution or self._timer_cancelled_count:  # type: ignore[attr-defined]
+                self._drop_cancelled_timers()
+                self._promote_due_timers()
         if not ready:
             if self._stopping:
                 return False
@@ -781,10 +849,6 @@ class ControlledLoop(asyncio.BaseEventLoop):
 
     # ------------------------------------------------------------- labelling
 
-    def _next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
-
     def _register(self, task: asyncio.Task[Any], coro: object = None) -> int:
         n: int | None = getattr(task, "_sg_lane", None)
         if n is not None:
@@ -815,7 +879,7 @@ class ControlledLoop(asyncio.BaseEventLoop):
             # factory on 3.12 the user's name is set only after the first step.
             name = self._task_list[n].get_name()
             prefix = f"T{n}:"
-            if _DEFAULT_TASK_NAME.fullmatch(name):
+            if name.startswith(_DEFAULT_NAME_STARTS) and _DEFAULT_TASK_NAME.fullmatch(name):
                 name = self._coro_names[n]
             label = name if name.startswith(prefix) else prefix + name
             self._task_labels[n] = label
@@ -828,7 +892,13 @@ class ControlledLoop(asyncio.BaseEventLoop):
             if lane >= 0:
                 label = self._task_labels.get(lane) or self._label_of_task(lane)
             else:
-                label = f"cb:{_callable_name(_callback(h))}"
+                callback = h._callback  # type: ignore[union-attr]
+                name = getattr(callback, "__qualname__", None)
+                label = _CALLBACK_LABELS.get(name) if isinstance(name, str) else None
+                if label is None:
+                    label = f"cb:{_callable_name(callback)}"
+                    if isinstance(name, str):
+                        _CALLBACK_LABELS[name] = label
             h.label = label
         return label
 
@@ -867,7 +937,10 @@ class ControlledLoop(asyncio.BaseEventLoop):
     # ----------------------------------------------------------- shutdown
 
     def _asyncgen_firstiter_hook(self, agen: Any) -> None:
-        self._agen_order[agen] = self._next_seq()
+        if self._agen_order is None:
+            self._agen_order = weakref.WeakKeyDictionary()
+        self._seq += 1
+        self._agen_order[agen] = self._seq
         super()._asyncgen_firstiter_hook(agen)  # type: ignore[misc]
 
     async def shutdown_asyncgens(self) -> None:
@@ -875,7 +948,7 @@ class ControlledLoop(asyncio.BaseEventLoop):
         self._asyncgens_shutdown_called = True
         if not len(self._asyncgens):
             return
-        order = self._agen_order
+        order: Mapping[Any, int] = self._agen_order or {}
         closing = sorted(self._asyncgens, key=lambda ag: order.get(ag, 1 << 62))
         self._asyncgens.clear()
         results = await asyncio.gather(*[ag.aclose() for ag in closing], return_exceptions=True)

@@ -165,7 +165,8 @@ class Harness:
         self.exploration = Exploration(strategy, seed=seed)
         self._started = time.perf_counter()
 
-    def run(self, chooser: Chooser) -> RunResult:
+    def run(self, chooser: Chooser | None) -> RunResult:
+        """One run with ``chooser`` (None: stock FIFO order), counted in the exploration."""
         observer = self.observer_factory() if self.observer_factory is not None else None
         result = run(
             self.coro_factory,

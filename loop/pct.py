@@ -1,8 +1,9 @@
 """PCT: probabilistic concurrency testing (Burckhardt et al., ASPLOS 2010).
 
-Each lane gets a random priority when first seen and the highest-priority
-ready lane always runs, so one lane keeps running while it can: the schedule
-is mostly sequential, which is what starving a task for a long time needs.
+Each lane gets a random priority when first seen among others and the
+highest-priority ready lane always runs, so one lane keeps running while it
+can: the schedule is mostly sequential, which is what starving a task for a
+long time needs.
 At ``depth - 1`` random steps (the *change points*) the lane that just ran
 drops below every initial priority. A bug that needs ``d`` ordering
 constraints is found by one run with probability at least
@@ -36,7 +37,18 @@ __all__ = ["PCTChooser", "RunLengths", "explore_pct"]
 
 
 class PCTChooser:
-    """One PCT run: random lane priorities, ``depth - 1`` change points in ``[0, k)``."""
+    """One PCT run: random lane priorities, ``depth - 1`` change points in ``[0, k)``.
+
+    A lane's priority matters only where it is compared with another's, so
+    a lane draws its random priority when it is first offered together with
+    another one (each priority is an independent draw, whenever it is made).
+    A step with a single lane ready then has nothing to draw and nothing to
+    decide, unless it is a change point: the loop asks the chooser only at
+    decisions and at its change points (``decisions_only``, ``ask_at``), and
+    the runs are the same as if it asked at every step.
+    """
+
+    decisions_only = True
 
     def __init__(self, seed: int, *, depth: int, k: int) -> None:
         if depth < 1:
@@ -49,19 +61,25 @@ class PCTChooser:
         # initial priorities are all above depth, so a lowered lane only runs
         # when nothing unlowered is ready.
         self._change: dict[int, float] = {step: float(i + 1) for i, step in enumerate(points)}
+        self.ask_at = self._change  # a change point demotes the lane that runs, alone or not
         self._priority: dict[str, float] = {}
         self._keys: dict[str, str] = {}
 
     def __call__(self, step: int, lanes: Sequence[str]) -> int:
         priority = self._priority
         keys = self._keys
+        if len(lanes) == 1:  # nothing to compare: only a change point to apply
+            lowered = self._change.get(step)
+            if lowered is not None:
+                priority[lane_key(lanes[0])] = lowered
+            return 0
         best = 0
         best_key = ""
         best_priority = -1.0
         for i, label in enumerate(lanes):
             key = keys.get(label)
             if key is None:
-                key = keys[label] = lane_key(label)  # once per label: this runs at every step
+                key = keys[label] = lane_key(label)  # once per label: this runs at every decision
             p = priority.get(key)
             if p is None:
                 p = priority[key] = self.depth + self._rng.random()
@@ -116,7 +134,7 @@ def explore_pct(
     master = random.Random(seed)
     lengths = RunLengths()
     # The FIFO run is a schedule worth checking, and it calibrates k.
-    lengths.add(harness.run(lambda step, lanes: 0).steps)
+    lengths.add(harness.run(None).steps)
     for _ in range(runs - 1):
         if harness.should_stop():
             break

@@ -6,14 +6,28 @@ own seed from the exploration's seed, so the same seed gives the same
 sequence of schedules, and any failing run also comes with its schedule.
 
 The walk remembers the schedules it has run, as a tree of their *decisions*
-(the steps with two or more ready lanes). A branch is *closed* once every
-schedule under it has been run, and the walk draws uniformly among the
-branches still open: the uniform walk, conditioned on not repeating a run it
-has already made. Until a branch closes its draws are exactly the uniform
-walk's. On a scenario with few likely schedules, where a plain walk keeps
-re-drawing them, this saves runs; and once the root closes, every schedule
-of the scenario has been run, so the exploration stops and says
-``exhausted``: a proof, as from DFS.
+(the steps with two or more ready lanes), and never runs one twice: it is
+the uniform walk *conditioned on not repeating a run it has already made*.
+Each decision of the tree knows how likely the uniform walk from there is to
+make a run not recorded yet (its *unseen* share); the walk picks each choice
+with the uniform walk's chance times the unseen share under that choice.
+Multiplied along a run, these give every schedule not yet run exactly its
+chance under the uniform walk, divided by the chance of any unseen one:
+nothing else changes. At a decision nothing has been run under, the draw is
+the uniform walk's own. A branch whose every schedule has been run is
+*closed* and never drawn again. On a scenario with few likely schedules,
+where a plain walk keeps re-drawing them, this saves runs; and once the root
+closes, every schedule of the scenario has been run, so the exploration stops
+and says ``exhausted``: a proof, as from DFS.
+
+Since an exploration stops at the first failure, every run before it
+passed: conditioning on a new run then only takes away passing schedules,
+and a failing one's chance per run is its chance under the uniform walk
+divided by the share not yet run, never less. Drawing uniformly among the
+open choices (as this walk once did) looks similar but is not the uniform
+walk: once a branch has been run under, it gives the rarely drawn branches
+the same odds as the likely ones, whatever their chances, and a bug in a
+likely branch is then found later than by the uniform walk.
 
 Like DFS and replay, the tree assumes that the program is deterministic
 (the same choices give the same ready lanes). A decision whose ready lanes
@@ -35,11 +49,13 @@ from .runner import CoroFactory, RunResult
 __all__ = ["MAX_BRANCHES", "RandomChooser", "ScheduleTree", "explore_random"]
 
 MAX_BRANCHES = 100_000
-"""How many decisions a :class:`ScheduleTree` records (under 20 MB)."""
+"""How many decisions a :class:`ScheduleTree` records (about 21 MB, at three lanes a decision)."""
 
 
 class _Closed:
     """The mark of a branch whose every schedule has been run."""
+
+    unseen = 0.0  # nothing left to run under it (see _Branch.unseen)
 
     def __repr__(self) -> str:
         return "CLOSED"
@@ -51,13 +67,27 @@ _CLOSED: Final = _Closed()
 class _Branch:
     """One decision of the recorded runs: the ready lanes, and what lies under each choice."""
 
-    __slots__ = ("children", "lanes", "open")
+    __slots__ = ("children", "lanes", "open", "unseen")
 
     def __init__(self, lanes: Sequence[str]) -> None:
         self.lanes = hash(tuple(lanes))  # enough to notice a nondeterministic program
         # None: not run yet; a _Branch: the next decision; _CLOSED: all run.
         self.children: list[_Branch | _Closed | None] = [None] * len(lanes)
         self.open = len(lanes)
+        # The chance that the uniform walk from here makes a run not recorded yet.
+        self.unseen = 1.0
+
+    def draw(self, rng: random.Random) -> int:
+        """A choice with the uniform walk's chance, given that the run will be a new one."""
+        # Under each choice, the chance that the uniform walk from there makes a new run.
+        shares = [1.0 if child is None else child.unseen for child in self.children]
+        x = rng.random() * sum(shares)
+        for i, share in enumerate(shares):
+            x -= share
+            if x < 0.0:
+                return i
+        # Rounding drew the very end: the last choice with anything unseen, then.
+        return max(i for i, share in enumerate(shares) if share > 0.0)
 
 
 class ScheduleTree:
@@ -98,10 +128,10 @@ class RandomChooser:
         branch = self._branch(lanes) if self._path is not None else None
         if branch is None:
             return self._rng.randrange(n)
-        if branch.open == n:
-            choice = self._rng.randrange(n)  # nothing closed here: the uniform walk's own draw
+        if branch.unseen == 1.0:
+            choice = self._rng.randrange(n)  # nothing run under here yet: the uniform walk's own draw
         else:
-            choice = self._rng.choice([i for i, c in enumerate(branch.children) if c is not _CLOSED])
+            choice = branch.draw(self._rng)
         assert self._path is not None
         self._path.append((branch, choice))
         return choice
@@ -148,12 +178,23 @@ class RandomChooser:
         if end is not None:
             tree.deterministic = False  # an earlier run went on to another decision from here
             return
+        # The run's own end is closed: its unseen share drops from 1 to 0.
+        # Each branch above it loses 1/n of what its chosen child lost (n:
+        # its choices), and closes in its parent once all of its schedules
+        # have been run. (Updated by differences, not summed again: the
+        # rounding this leaves is far below any chance that matters.)
+        closed = True
+        lost = 1.0  # how much of its chance the child just below lost
         for branch, choice in reversed(path):
-            branch.children[choice] = _CLOSED
-            branch.open -= 1
-            if branch.open:
-                return
-        tree.root = _CLOSED
+            if closed:
+                branch.children[choice] = _CLOSED
+                branch.open -= 1
+                closed = branch.open == 0
+            before = branch.unseen
+            branch.unseen = 0.0 if closed else before - lost / len(branch.children)
+            lost = before - branch.unseen
+        if closed:
+            tree.root = _CLOSED
 
 
 def explore_random(

@@ -34,6 +34,8 @@ __all__ = [
     "run",
 ]
 
+_PYTHON = python_version()  # the interpreter cannot change under a running process
+
 CoroFactory = Callable[[], Coroutine[Any, Any, Any]]
 """A zero-argument callable that returns a fresh main coroutine for each run."""
 
@@ -144,8 +146,8 @@ def run(
             problem = loop.pending_problem
         # The loop's own record is already ints and strs: no conversion needed.
         schedule = Schedule(
-            tuple(loop.schedule_steps),
-            python_version(),
+            loop.schedule_steps,
+            _PYTHON,
             max_steps,
             max_virtual_time,
         )

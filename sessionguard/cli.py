@@ -29,6 +29,11 @@ class UsageError(Exception):
     """Bad input: reported as one line, exit code 2."""
 
 
+def one_line(text: str) -> str:
+    """`text` with its control characters escaped (a file name may hold a newline)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit code 2, never a traceback."""
 
@@ -87,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = module.run(args)
         return code
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

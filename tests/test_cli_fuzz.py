@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from sessionguard.cli import COMMANDS, build_parser, main
@@ -299,6 +299,7 @@ REPLAY_FLAGS = ["--token", "--design", "--format"]
 @needs("replay")
 @FUZZ
 @given(st.lists(st.tuples(st.sampled_from(REPLAY_FLAGS), JUNK), max_size=3), st.lists(JUNK, max_size=2))
+@example(pairs=[], positional=["\n"])  # a file name with a newline: still one line
 def test_replay_arguments(pairs, positional):
     argv = ["replay", *positional]
     for flag, value in pairs:

@@ -373,3 +373,16 @@ def test_how_often_a_finished_task_was_cancelled_is_not_state() -> None:
     cached = VisitedStates()
     explore_dfs(main, reduction=cached, stop_on_failure=False)
     assert cached.paths() == full.schedules
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", ["followup-error", "double-stop"])
+def test_reference_is_exhausted_where_the_stateless_search_never_ends(scenario: str) -> None:
+    # Billions of schedules (counted on the state graph), tens of thousands of
+    # states: every one checked against the model, no mismatch, no violation.
+    cached = VisitedStates()
+    ex = explore_dfs(scenario_run("reference", SCENARIOS[scenario]), reduction=cached, stop_on_failure=False)
+    assert ex.exhausted and cached.complete and not cached.opaque
+    assert set(ex.verdicts) == {"ok"} and not ex.failure_count
+    paths = cached.paths()
+    assert paths is not None and paths > 1000 * (ex.schedules + cached.pruned)
