@@ -449,6 +449,8 @@ class _Walk:
             self.value(fut._exception),  # type: ignore[attr-defined]
             self.values(fut._callbacks or ()),  # type: ignore[attr-defined]
             self.value(fut._cancel_message),  # type: ignore[attr-defined]
+            # An exception nobody retrieved is reported when the run ends.
+            getattr(fut, "_log_traceback", False),
         ]
         if isinstance(fut, asyncio.Task):
             done = state != "PENDING"
@@ -635,7 +637,10 @@ def fingerprint(loop: ControlledLoop, *, batches: bool = True) -> tuple[str, lis
         loop._stopping,  # type: ignore[attr-defined]
         ready,
         timers,
-        walk.value(set(loop.tasks())),  # the loop's list is in the order it made them: history
+        # The loop's list is in the order it made them: history. A finished
+        # task that nothing else holds can change nothing later, unless the
+        # end of the run reports an exception of it that nobody retrieved.
+        walk.value({t for t in loop.tasks() if not t.done() or getattr(t, "_log_traceback", False)}),
         tuple(str(e) for e in loop.errors),
         walk.values(loop._observers),  # noqa: SLF001
     )
