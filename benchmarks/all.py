@@ -147,7 +147,7 @@ def reduction_rows(quick: bool) -> tuple[list[Row], int, tuple[int, int]]:
     return rows, results.differ, (paths_checked[0], paths_checked[1])
 
 
-def largest_rows(quick: bool, paths_checked: tuple[int, int]) -> tuple[list[Row], int]:
+def largest_rows(quick: bool, paths_checked: tuple[int, int], budget: float) -> tuple[list[Row], int]:
     """The largest named scenario of `reference`: stateful against naive, unbounded and bounded."""
     scenario = max(SCENARIOS.values(), key=lambda sc: len(sc.actions)).name
     part(2, f"the largest named scenario, {scenario} (benchmarks/reduction_bench.py)")
@@ -169,7 +169,7 @@ def largest_rows(quick: bool, paths_checked: tuple[int, int]) -> tuple[list[Row]
     )
     if quick:
         return rows, differ
-    unbounded = reduction_bench.explore("reference", scenario, "stateful", None, 1800.0)
+    unbounded = reduction_bench.explore("reference", scenario, "stateful", None, budget)
     reduction_bench.row("reference", scenario, [unbounded])
     if unbounded.exhausted and unbounded.paths is not None:
         equal, compared = paths_checked
@@ -184,7 +184,13 @@ def largest_rows(quick: bool, paths_checked: tuple[int, int]) -> tuple[list[Row]
             )
         )
     else:
-        rows.append((f"stateful, exhaustive DFS: reference {scenario}", "-", f"not exhausted in 1800 s ({unbounded.runs:,} runs)"))
+        rows.append(
+            (
+                f"stateful, exhaustive DFS: reference {scenario}",
+                "-",
+                f"not exhausted in {budget:.0f} s ({unbounded.runs:,} runs, {unbounded.states or 0:,} states)",
+            )
+        )
     return rows, differ
 
 
@@ -304,13 +310,22 @@ def table(rows: Iterable[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller bounds, seeds and budgets (a few minutes)")
+    parser.add_argument(
+        "--largest-budget",
+        type=float,
+        default=1800.0,
+        metavar="SECONDS",
+        help="budget of the unbounded stateful search of the largest scenario (default 1800)",
+    )
     args = parser.parse_args(argv)
+    if not args.largest_budget > 0:
+        parser.error(f"--largest-budget must be a positive number of seconds, got {args.largest_budget:g}")
     started = time.perf_counter()
     print(f"machine: {machine()}", flush=True)
 
     rows = loop_rows(args.quick)
     reduced, differ, paths_checked = reduction_rows(args.quick)
-    largest, largest_differ = largest_rows(args.quick, paths_checked)
+    largest, largest_differ = largest_rows(args.quick, paths_checked, args.largest_budget)
     differ += largest_differ
     spin, spin_ok = spin_rows(args.quick)
     rows += reduced + largest + spin + detangle_rows(args.quick)

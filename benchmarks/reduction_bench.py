@@ -51,6 +51,7 @@ class Side:
     seconds: float
     redundant: int
     paths: int | None = None  # stateful: the schedules of the search without reduction
+    states: int | None = None  # stateful: distinct program states reached
 
     @property
     def runs(self) -> int:
@@ -61,7 +62,8 @@ class Side:
         state = "exhausted" if self.exhausted else "budget out"
         extra = f", {self.schedules:,} to the end" if self.redundant else ""
         paths = f", {self.paths:,} paths" if self.paths is not None else ""
-        return f"{self.runs:>7,} runs ({state}, {self.seconds:6.1f}s{extra}{paths})"
+        states = f", {self.states:,} states" if self.states is not None else ""
+        return f"{self.runs:>7,} runs ({state}, {self.seconds:6.1f}s{extra}{states}{paths})"
 
 
 def explore(design: str, scenario: str, reduction: str, depth: int | None, budget: float) -> Side:
@@ -82,14 +84,22 @@ def explore(design: str, scenario: str, reduction: str, depth: int | None, budge
         max_seconds=budget,
     )
     seconds = time.perf_counter() - started
-    redundant, paths = 0, None
+    redundant, paths, states = 0, None, None
     if isinstance(red, VisitedStates):
-        redundant = red.pruned
+        redundant, states = red.pruned, red.states
         paths = red.paths() if ex.exhausted else None
     elif red is not None:
         redundant = red.stats.redundant_runs
     return Side(
-        reduction, ex.schedules, ex.exhausted, frozenset(ex.verdicts), frozenset(violated), seconds, redundant, paths
+        reduction,
+        ex.schedules,
+        ex.exhausted,
+        frozenset(ex.verdicts),
+        frozenset(violated),
+        seconds,
+        redundant,
+        paths,
+        states,
     )
 
 
