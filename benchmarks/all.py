@@ -147,7 +147,7 @@ def reduction_rows(quick: bool) -> tuple[list[Row], int, tuple[int, int]]:
     return rows, results.differ, (paths_checked[0], paths_checked[1])
 
 
-def largest_rows(quick: bool, paths_checked: tuple[int, int], budget: float) -> tuple[list[Row], int]:
+def largest_rows(quick: bool, paths_checked: tuple[int, int], unbounded_budget: float) -> tuple[list[Row], int]:
     """The largest named scenario of `reference`: stateful against naive, unbounded and bounded."""
     scenario = max(SCENARIOS.values(), key=lambda sc: len(sc.actions)).name
     part(2, f"the largest named scenario, {scenario} (benchmarks/reduction_bench.py)")
@@ -169,7 +169,7 @@ def largest_rows(quick: bool, paths_checked: tuple[int, int], budget: float) -> 
     )
     if quick:
         return rows, differ
-    unbounded = reduction_bench.explore("reference", scenario, "stateful", None, budget)
+    unbounded = reduction_bench.explore("reference", scenario, "stateful", None, unbounded_budget)
     reduction_bench.row("reference", scenario, [unbounded])
     if unbounded.exhausted and unbounded.paths is not None:
         equal, compared = paths_checked
@@ -188,7 +188,7 @@ def largest_rows(quick: bool, paths_checked: tuple[int, int], budget: float) -> 
             (
                 f"stateful, exhaustive DFS: reference {scenario}",
                 "-",
-                f"not exhausted in {budget:.0f} s ({unbounded.runs:,} runs, {unbounded.states or 0:,} states)",
+                f"not exhausted in {unbounded_budget:.0f} s ({unbounded.runs:,} runs, {unbounded.states or 0:,} states)",
             )
         )
     return rows, differ
