@@ -48,11 +48,10 @@ def test_frame_slots_see_the_value_stack() -> None:
     assert "an argument" in slots
 
 
-def _states_at(factory: Factory, step: int | None) -> dict[Hashable, list[tuple[int, ...]]]:
-    """Every distinct fingerprint the program has just before loop step `step` (None: any), with its schedules."""
-    seen: dict[Hashable, list[tuple[int, ...]]] = {}
+def _each_state(factory: Factory, visit: Callable[[ControlledLoop, Any], None]) -> None:
+    """Call ``visit(loop, path)`` at every step of every schedule of the program."""
 
-    class Record:
+    class Visit:
         def alternatives(self, node: Any, path: Any) -> range:
             return range(1, len(node.labels))
 
@@ -62,13 +61,23 @@ def _states_at(factory: Factory, step: int | None) -> dict[Hashable, list[tuple[
         def first(self, node: Any, path: Any, may_deviate: bool) -> int:
             loop = asyncio.get_running_loop()
             assert isinstance(loop, ControlledLoop)
-            if step is None or loop.steps == step:
-                key, opaque = fingerprint(loop)
-                assert not opaque
-                seen.setdefault(key, []).append(tuple(n.choice for n in path))
+            visit(loop, path)
             return 0
 
-    explore_dfs(factory, reduction=Record(), stop_on_failure=False)
+    explore_dfs(factory, reduction=Visit(), stop_on_failure=False)
+
+
+def _states_at(factory: Factory, step: int | None) -> dict[Hashable, list[tuple[int, ...]]]:
+    """Every distinct fingerprint the program has just before loop step `step` (None: any), with its schedules."""
+    seen: dict[Hashable, list[tuple[int, ...]]] = {}
+
+    def record(loop: ControlledLoop, path: Any) -> None:
+        if step is None or loop.steps == step:
+            key, opaque = fingerprint(loop)
+            assert not opaque
+            seen.setdefault(key, []).append(tuple(n.choice for n in path))
+
+    _each_state(factory, record)
     return seen
 
 
@@ -351,22 +360,12 @@ def test_how_often_a_finished_task_was_cancelled_is_not_state() -> None:
 
     ends: dict[int, set[Hashable]] = {}  # the worker's cancellation count -> states with it
 
-    class AtTheEnd:
-        def alternatives(self, node: Any, path: Any) -> range:
-            return range(1, len(node.labels))
+    def at_the_end(loop: ControlledLoop, path: Any) -> None:
+        main_task, *others = loop.tasks()
+        if len(others) == 3 and all(t.done() for t in others) and not main_task.done():
+            ends.setdefault(others[0].cancelling(), set()).add(fingerprint(loop)[0])
 
-        def after_run(self, path: Any, result: Any) -> None:
-            return None
-
-        def first(self, node: Any, path: Any, may_deviate: bool) -> int:
-            loop = asyncio.get_running_loop()
-            assert isinstance(loop, ControlledLoop)
-            main_task, *others = loop.tasks()
-            if len(others) == 3 and all(t.done() for t in others) and not main_task.done():
-                ends.setdefault(others[0].cancelling(), set()).add(fingerprint(loop)[0])
-            return 0
-
-    explore_dfs(main, reduction=AtTheEnd(), stop_on_failure=False)
+    _each_state(main, at_the_end)
     assert set(ends) == {1, 2}, "both histories must occur for this test to mean anything"
     assert ends[1] & ends[2]
     full = explore_dfs(main, stop_on_failure=False)
