@@ -634,23 +634,26 @@ def test_eager_task_runs_its_first_step_inside_create_task() -> None:
     assert "T1:kid" in result.schedule.labels
 
 
+async def main_leaving_a_spinner() -> None:
+    """Starts a task that never settles, and finishes two steps later."""
+
+    async def spin() -> None:
+        while True:
+            await asyncio.sleep(0)
+
+    asyncio.create_task(spin())
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
 def test_step_limit_right_after_main_finished_still_shuts_down() -> None:
     # Main has finished (its run_until_complete callback is queued) and the
     # chooser keeps running another task until the step limit: the teardown
     # must not be stopped early by that leftover callback.
-    async def main() -> None:
-        async def spin() -> None:
-            while True:
-                await asyncio.sleep(0)
-
-        asyncio.create_task(spin())
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-
     def main_then_spin(step: int, lanes: Sequence[str]) -> int:
         main_done = any(lane.startswith("cb:") for lane in lanes)
         wanted = "spin" if main_done else "main"
         return next((i for i, lane in enumerate(lanes) if wanted in lane), 0)
 
-    result = run(main, main_then_spin, max_steps=40)
+    result = run(main_leaving_a_spinner, main_then_spin, max_steps=40)
     assert result.verdict == "hung" and result.steps == 40

@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine, Hashable
 from typing import Any
 
 import pytest
+from test_loop_controlled import main_leaving_a_spinner
 from test_loop_reduction import _explore
 
 from sessionguard.loop import ControlledLoop, VisitedStates, explore_dfs, fingerprint, raised
@@ -160,16 +161,7 @@ def test_a_value_on_the_stack_keeps_states_apart() -> None:
 
 
 def test_unbounded_search_ends_on_a_loop_that_never_settles() -> None:
-    async def main() -> None:
-        async def spin() -> None:
-            while True:
-                await asyncio.sleep(0)
-
-        asyncio.create_task(spin())
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-
-    ex = explore_dfs(main, reduction=VisitedStates(), max_steps=40, stop_on_failure=False)
+    ex = explore_dfs(main_leaving_a_spinner, reduction=VisitedStates(), max_steps=40, stop_on_failure=False)
     assert ex.exhausted
 
 
