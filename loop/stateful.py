@@ -31,9 +31,12 @@ What a state is
 :func:`fingerprint` writes the whole state of a run between two steps as one
 hashable value, built by walking every object reachable from:
 
-* the loop: virtual time, the ready handles in queue order (their
-  lane, callback and arguments, and, for a program that makes timers
-  already due, whether they belong to the loop's current batch: see below),
+* the loop: virtual time, the ready handles (their lane, callback and
+  arguments, and, for a program that makes timers already due, whether they
+  belong to the loop's current batch: see below) in queue order, or, with no
+  deviation bound, lane by lane in a canonical order (``lane_rank``: where
+  two lanes stand in the queue only decides which is the FIFO choice, and an
+  unbounded search tries them all),
   the live timers in firing order, each task's name, and the errors
   collected so far (not the labels of lanes, which are made from the rest
   and from counts of what was made before: see ``_lane_of``);
@@ -130,7 +133,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from enum import Enum
 from typing import Any
 
-from .controlled import _CALLBACK_LANE, ControlledLoop
+from .controlled import _CALLBACK_LANE, ControlledLoop, lane_key
 from .dfs import Node, RedundantRun
 from .errors import Hung
 from .runner import RunResult
@@ -606,7 +609,25 @@ def _in_current_batch(loop: Any, handle: Any) -> bool:
     return bool(handle.batch < loop._iteration)  # numbered by the iteration that queued it
 
 
-def fingerprint(loop: ControlledLoop, *, batches: bool = True) -> tuple[str, list[str]]:
+def lane_rank(label: str) -> str:
+    """Where a lane stands in a state's canonical order of ready lanes (ties: queue order).
+
+    A task's lane by the task's name without the loop's number (``T<n>:``:
+    history), every timer alike (their labels count timers made before), and
+    the callbacks' lane as the one lane it is.
+    """
+    if label.startswith("timer:"):
+        return "timer:"
+    return lane_key(_NUMBERED_NAME.sub("", label, count=1))
+
+
+def canonical_position(labels: Sequence[str], index: int) -> int:
+    """The position of ``labels[index]`` once the lanes are in canonical order (``lane_rank``)."""
+    rank = lane_rank(labels[index])
+    return sum(1 for j, other in enumerate(labels) if (r := lane_rank(other)) < rank or (r == rank and j < index))
+
+
+def fingerprint(loop: ControlledLoop, *, batches: bool = True, queue_order: bool = True) -> tuple[str, list[str]]:
     """The state of a run between two steps as text, and the types the walk could not look into.
 
     Equal texts mean equal states (see the module docstring for what is
@@ -620,13 +641,19 @@ def fingerprint(loop: ControlledLoop, *, batches: bool = True) -> tuple[str, lis
     queue, and with time standing still while anything is ready, only a timer
     made already due (``call_later(0)``) can be waiting for it: a caller that
     leaves it out must watch for those (``ControlledLoop.due_timers_made``).
+
+    ``queue_order=False`` writes the ready handles lane by lane in a canonical
+    order (``lane_rank``), each lane's own handles in queue order, rather than
+    in the order of the whole queue. The controlled loop runs the head of
+    whichever lane the scheduler picks, so where two lanes' handles stand
+    relative to each other only decides which lane is the FIFO choice: a
+    search that tries every lane (no deviation bound) never depends on it.
     """
     walk = _Walk(loop)
-    ready = tuple(
-        (_lane_of(walk, h), batches and _in_current_batch(loop, h), walk.value(h))
-        for h in loop._ready  # type: ignore[attr-defined]
-        if not h.cancelled()
-    )
+    handles = [h for h in loop._ready if not h.cancelled()]  # type: ignore[attr-defined]
+    if not queue_order:
+        handles.sort(key=lambda h: lane_rank(loop._label(h)))  # stable: each lane keeps its order
+    ready = tuple((_lane_of(walk, h), batches and _in_current_batch(loop, h), walk.value(h)) for h in handles)
     timers = tuple(
         walk.value(t)
         for t in sorted(loop._scheduled, key=lambda t: (t.when(), t.seq))  # type: ignore[attr-defined]
@@ -727,7 +754,7 @@ class VisitedStates:
         if path:
             origin = self._origin(len(path), path)
             if origin is not None:
-                self._edges[origin] = _END
+                self._edge(origin, _END)
 
     def _start_over(self) -> None:
         self._batches = True
@@ -741,6 +768,15 @@ class VisitedStates:
         self.complete = True
         self._whole = True
 
+    def _edge(self, origin: tuple[int, int], target: int) -> None:
+        """Write down that a lane leads from a state to `target` (a state, or the end of a run)."""
+        known = self._edges.setdefault(origin, target)
+        if known != target:
+            # Runs are deterministic, so this can only be a lane the canonical
+            # order could not tell from another of the same name: the graph
+            # can no longer be counted (the search itself is not affected).
+            self._whole = False
+
     def _origin(self, step: int, path: Sequence[Node]) -> tuple[int, int] | None:
         """The last written-down state before loop step `step`, and the lane taken from it."""
         i = step - 1
@@ -748,7 +784,11 @@ class VisitedStates:
             i -= 1
         if i < 0 or self._path[i] < 0:
             return None
-        return (self._path[i], path[i].choice)
+        node = path[i]
+        if self._bounded:
+            return (self._path[i], node.choice)
+        # The state was written with its lanes in canonical order: so is the edge.
+        return (self._path[i], canonical_position(node.labels, node.choice))
 
     def first(self, node: Node, path: Sequence[Node], may_deviate: bool) -> int:
         del self._path[node.step :]
@@ -767,7 +807,7 @@ class VisitedStates:
             self._whole = False
             self._path.append(-1)
             return 0
-        text, opaque = fingerprint(loop, batches=self._batches)
+        text, opaque = fingerprint(loop, batches=self._batches, queue_order=self._bounded)
         if opaque:
             self.opaque.update(set(opaque))
         key = text if self.exact else digest(text)
@@ -776,7 +816,7 @@ class VisitedStates:
         number = before[0] if before is not None else self._count
         origin = self._origin(node.step, path)
         if origin is not None:
-            self._edges[origin] = number
+            self._edge(origin, number)
         if before is not None and number in self._path:
             # The run is back in a state it was in: a loop that never settles
             # (the stateless search would go round until the step limit, and

@@ -99,6 +99,7 @@ class CleanupError(Exception):
 RUNNER_SITE = (RUNNER_RAISES, RUNNER_HANGS)
 SEND_SITE = (SEND_RAISES, SEND_HANGS)
 CLEANUP_SITE = (CLEANUP_RAISES, CLEANUP_CANCELLED, CLEANUP_HANGS)
+SITES = (RUNNER_SITE, SEND_SITE, CLEANUP_SITE)
 
 
 @dataclass
@@ -114,8 +115,12 @@ class FaultPlan:
 
     def __sessionguard_state__(self) -> tuple[object, ...]:
         """For stateful search (loop/stateful.py): which faults fired matters, not in what order
-        (the order is only reported); the armed ones keep theirs (the first that fits is taken)."""
-        return (self.armed, sorted(self.fired), self.enabled)
+        (the order is only reported). Of the armed ones, only the order within each site
+        matters: a call takes the first armed fault of its own site, so whether a runner
+        fault was armed before or after a send fault is never looked at."""
+        armed = tuple(tuple(f for f in self.armed if f in site) for site in SITES)
+        elsewhere = tuple(f for f in self.armed if not any(f in site for site in SITES))
+        return (armed, elsewhere, sorted(self.fired), self.enabled)
 
     def take(self, site: tuple[str, ...]) -> str | None:
         if not self.enabled:
@@ -147,7 +152,7 @@ class Ledger:
 
         The counts of runner calls per message and the last run per session by
         message id, whatever order the calls came in (only looked up); not the
-        log, which is only reported.
+        log nor the count of busy acknowledgements, which are only reported.
         """
         ids = self.ids
         return (
@@ -157,7 +162,6 @@ class Ledger:
             self.sent,
             sorted(self.last_run.items()),
             self.hanging,
-            self.busy_acks,
         )
 
     def accept(self, message: Message) -> int:

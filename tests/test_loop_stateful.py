@@ -377,3 +377,55 @@ def test_reference_is_exhausted_where_the_stateless_search_never_ends(scenario: 
     assert set(ex.verdicts) == {"ok"} and not ex.failure_count
     paths = cached.paths()
     assert paths is not None and paths > 1000 * (ex.schedules + cached.pruned)
+
+
+def test_where_lanes_stand_in_the_ready_queue_is_not_state_without_a_bound() -> None:
+    # Two wakers set two events in either order: the waiters' wake-ups stand
+    # in the queue in the order the events were set, and nothing else differs.
+    async def main() -> None:
+        first, second = asyncio.Event(), asyncio.Event()
+
+        async def wake(event: asyncio.Event) -> None:
+            event.set()
+
+        waiters = [
+            asyncio.create_task(first.wait(), name="wait-first"),
+            asyncio.create_task(second.wait(), name="wait-second"),
+        ]
+        await asyncio.sleep(0)
+        for event in (first, second):
+            asyncio.create_task(wake(event))  # noqa: RUF006  (nothing holds a finished waker)
+        await asyncio.gather(*waiters)
+
+    queue: dict[tuple[str, ...], set[str]] = {}  # the waiters' order in the queue -> states
+    canonical: dict[tuple[str, ...], set[str]] = {}
+
+    def both_woken(loop: ControlledLoop, path: Any) -> None:
+        labels = [loop._label(h) for h in loop._ready if not h.cancelled()]  # type: ignore[attr-defined]
+        lanes = tuple(label.partition(":")[2] for label in labels)
+        if sorted(lanes) == ["wait-first", "wait-second"]:
+            queue.setdefault(lanes, set()).add(fingerprint(loop)[0])
+            canonical.setdefault(lanes, set()).add(fingerprint(loop, queue_order=False)[0])
+
+    _each_state(main, both_woken)
+    assert len(queue) == 2, "both queue orders must occur for this test to mean anything"
+    one, other = queue.values()
+    assert not one & other
+    one, other = canonical.values()
+    assert one & other
+    full = explore_dfs(main, stop_on_failure=False)
+    cached = VisitedStates()
+    explore_dfs(main, reduction=cached, stop_on_failure=False)
+    assert cached.paths() == full.schedules
+
+
+def test_faults_armed_for_different_calls_in_either_order_are_one_state() -> None:
+    from sessionguard.model.vocabulary import RUNNER_HANGS, RUNNER_RAISES, SEND_RAISES
+    from sessionguard.reference.fakes import FaultPlan
+
+    def state(*armed: str) -> object:
+        return FaultPlan(armed=list(armed)).__sessionguard_state__()
+
+    # A runner call takes the first runner fault, a send the first send fault.
+    assert state(RUNNER_RAISES, SEND_RAISES) == state(SEND_RAISES, RUNNER_RAISES)
+    assert state(RUNNER_RAISES, RUNNER_HANGS) != state(RUNNER_HANGS, RUNNER_RAISES)
