@@ -13,15 +13,17 @@ For each named scenario, in one process and side by side:
    the schedules the search without reduction runs (``paths``): equal to that
    search's own count wherever it finishes, and the only count there is where
    it does not;
-2. the same with a deviation bound (``--depth``, the same for both sides),
-   where the full search can be exhausted on every scenario.
+2. the same with a deviation bound (``--depth``, the same for every side;
+   the sides are ``--bounded-reductions``, no reduction and DPOR unless
+   told), where the full search can be exhausted on every scenario.
 
 Every row says whether the two sides agree: the same set of run verdicts and
 the same set of violated properties. There is no random choice anywhere (DFS
 is deterministic), so there is no seed to print.
 
 Usage: ``python benchmarks/reduction_bench.py [--quick] [--designs reference,prefix]
-[--scenarios a,b] [--reductions none,sleep,dpor,stateful] [--budget S] [--depth D]``
+[--scenarios a,b] [--reductions none,sleep,dpor,stateful] [--bounded-reductions none,dpor]
+[--budget S] [--depth D]``
 """
 
 from __future__ import annotations
@@ -163,10 +165,10 @@ def measure(args: argparse.Namespace) -> Results:
                 sides = [explore(design, scenario, r, None, args.budget) for r in args.sides]
                 results.unbounded.append(row(design, scenario, sides))
     if not args.skip_bounded:
-        print(f"== 2. DFS with at most {args.depth} deviations on both sides: no reduction | DPOR")
+        print(f"== 2. DFS with at most {args.depth} deviations on every side: {' | '.join(args.bounded_sides)}")
         for design in args.designs:
             for scenario in args.scenarios:
-                sides = [explore(design, scenario, r, args.depth, args.budget) for r in ("none", "dpor")]
+                sides = [explore(design, scenario, r, args.depth, args.budget) for r in args.bounded_sides]
                 results.bounded.append(row(design, scenario, sides))
     return results
 
@@ -182,6 +184,9 @@ def options(argv: Any = None) -> argparse.Namespace:
     parser.add_argument(
         "--reductions", default="none,sleep,dpor", help="sides of part 1, in order (the first is the baseline)"
     )
+    parser.add_argument(
+        "--bounded-reductions", default="none,dpor", help="sides of part 2, in order (the first is the baseline)"
+    )
     parser.add_argument("--skip-unbounded", action="store_true")
     parser.add_argument("--skip-bounded", action="store_true")
     args = parser.parse_args(argv)
@@ -196,8 +201,10 @@ def options(argv: Any = None) -> argparse.Namespace:
         if name not in SCENARIOS:
             parser.error(f"unknown scenario {name!r}: see 'sessionguard explore --list'")
     args.sides = args.reductions.split(",")
-    if not set(args.sides) <= {"none", "sleep", "dpor", "stateful"}:
-        parser.error("--reductions takes none, sleep, dpor and stateful, comma-separated")
+    args.bounded_sides = args.bounded_reductions.split(",")
+    for flag, sides in (("--reductions", args.sides), ("--bounded-reductions", args.bounded_sides)):
+        if not set(sides) <= {"none", "sleep", "dpor", "stateful"}:
+            parser.error(f"{flag} takes none, sleep, dpor and stateful, comma-separated")
     args.budget = args.budget if args.budget is not None else (10.0 if args.quick else 120.0)
     args.depth = args.depth if args.depth is not None else (1 if args.quick else 2)
     if args.budget <= 0 or args.depth < 0:
