@@ -18,6 +18,8 @@ from test_loop_reduction import _explore
 
 from sessionguard.loop import ControlledLoop, VisitedStates, explore_dfs, fingerprint, raised
 from sessionguard.loop.stateful import check_support, frame_slots
+from sessionguard.model.vocabulary import RUNNER_HANGS, RUNNER_RAISES, SEND_RAISES
+from sessionguard.reference.fakes import FaultPlan
 from sessionguard.reference.harness import scenario_run
 from sessionguard.reference.scenarios import SCENARIOS
 
@@ -420,9 +422,6 @@ def test_where_lanes_stand_in_the_ready_queue_is_not_state_without_a_bound() -> 
 
 
 def test_faults_armed_for_different_calls_in_either_order_are_one_state() -> None:
-    from sessionguard.model.vocabulary import RUNNER_HANGS, RUNNER_RAISES, SEND_RAISES
-    from sessionguard.reference.fakes import FaultPlan
-
     def state(*armed: str) -> object:
         return FaultPlan(armed=list(armed)).__sessionguard_state__()
 
